@@ -1,0 +1,447 @@
+"""Typed configuration for every difftalk component, and strict YAML loading.
+
+Each component has one frozen dataclass; the YAML presets in ``configs/`` only fill their fields.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the field by its
+dotted path (for example ``model.unet.head_dim``). There are no import-path strings: variants are
+closed ``Literal`` choices dispatched by explicit ``if``/``elif`` in the code that builds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}: {message}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Model components
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """VQ-regularised image autoencoder (LDM ``vq-f4`` / ``vq-f8``, diffusers ``VQModel``)."""
+
+    image_size: int = 256
+    """Side of the square face crop in pixels."""
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    """Channels per resolution level; ``len - 1`` stride-2 stages give the down factor f."""
+    layers_per_block: int = 2
+    """Residual blocks per encoder level (the decoder uses one more, as LDM does)."""
+    attention_levels: tuple[bool, ...] = (False, False, False)
+    """Self-attention inside each level (LDM ``attn_resolutions``); vq-f8 has it at the lowest level."""
+    mid_attention: bool = True
+    """Self-attention in the middle blocks of encoder and decoder (on in vq-f4 and vq-f8)."""
+    latent_channels: int = 3
+    """Channels of the latent (and of each codebook vector)."""
+    num_embeddings: int = 8192
+    """Codebook size."""
+    norm_num_groups: int = 32
+    """GroupNorm groups; must divide every entry of ``block_out_channels``."""
+
+    def __post_init__(self) -> None:
+        _require(self.image_size >= 8, "image_size", f"must be >= 8, got {self.image_size}")
+        _require(len(self.block_out_channels) >= 1, "block_out_channels", "needs at least one level")
+        _require(
+            len(self.attention_levels) == len(self.block_out_channels),
+            "attention_levels",
+            f"needs one entry per level ({len(self.block_out_channels)}), got {len(self.attention_levels)}",
+        )
+        for c in self.block_out_channels:
+            _require(
+                c % self.norm_num_groups == 0,
+                "block_out_channels",
+                f"{c} is not divisible by norm_num_groups={self.norm_num_groups}",
+            )
+        _require(
+            self.image_size % self.down_factor == 0,
+            "image_size",
+            f"{self.image_size} is not divisible by the down factor {self.down_factor}",
+        )
+        _require(self.latent_channels >= 1, "latent_channels", "must be >= 1")
+        _require(self.num_embeddings >= 2, "num_embeddings", "must be >= 2")
+        _require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
+
+    @property
+    def down_factor(self) -> int:
+        """Spatial down-sampling factor f (4 for vq-f4, 8 for vq-f8)."""
+        return int(2 ** (len(self.block_out_channels) - 1))
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latent grid: ``image_size / f``."""
+        return self.image_size // self.down_factor
+
+
+TemporalFilter = Literal["self_attention", "conv_softmax", "none"]
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """Per-frame audio window encoder followed by a temporal filter over neighbouring frames."""
+
+    feature_dim: int = 80
+    """Features per audio step: 80 for ``mel``, 384 for ``whisper``, 29 for DeepSpeech arrays."""
+    window: int = 16
+    """Audio feature steps per video frame window (centred on the frame)."""
+    context_frames: int = 17
+    """Neighbouring frame windows the filter sees, 2w+1 (paper: w=8 → 17; official code: 8)."""
+    conv_channels: tuple[int, ...] = (32, 32, 64, 64)
+    """Channels of the stride-2 Conv1d stack that reduces one window to a vector."""
+    output_dim: int = 64
+    """Size of the audio vector a (and of each audio token)."""
+    temporal_filter: TemporalFilter = "self_attention"
+    """``self_attention`` (paper), ``conv_softmax`` (official AD-NeRF AudioAttNet) or ``none``
+    (centre frame only)."""
+    attention_heads: int = 4
+    """Heads of the self-attention temporal filter."""
+    attention_layers: int = 1
+    """Transformer layers of the self-attention temporal filter."""
+
+    def __post_init__(self) -> None:
+        _require(self.feature_dim >= 1, "feature_dim", "must be >= 1")
+        _require(self.window >= 2, "window", f"must be >= 2, got {self.window}")
+        _require(self.context_frames >= 1, "context_frames", f"must be >= 1, got {self.context_frames}")
+        _require(len(self.conv_channels) >= 1, "conv_channels", "needs at least one layer")
+        _require(
+            self.output_dim % self.attention_heads == 0,
+            "attention_heads",
+            f"output_dim={self.output_dim} is not divisible by {self.attention_heads} heads",
+        )
+        if self.temporal_filter == "conv_softmax":
+            _require(
+                self.output_dim >= 2,
+                "output_dim",
+                "conv_softmax attends on the first half of the channels; needs output_dim >= 2",
+            )
+        if self.temporal_filter == "self_attention":
+            _require(self.attention_layers >= 1, "attention_layers", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LandmarkEncoderConfig:
+    """MLP over the mouth-free landmark subset, normalised to the crop."""
+
+    num_points: int = 39
+    """Landmarks fed to the encoder (official subset 0-3, 13-47 of the 68 iBUG points)."""
+    hidden_dims: tuple[int, ...] = (128, 64)
+    """Hidden layer sizes of the MLP (official: 78 → 128 → 64 → 64)."""
+    output_dim: int = 64
+    """Size of the landmark vector l."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_points >= 1, "num_points", "must be >= 1")
+        _require(self.output_dim >= 1, "output_dim", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Denoising UNet with cross-attention (diffusers ``UNet2DConditionModel``)."""
+
+    block_out_channels: tuple[int, ...] = (256, 512, 768, 1024)
+    """Channels per resolution level."""
+    layers_per_block: int = 2
+    """Residual blocks per level."""
+    attention_levels: tuple[bool, ...] = (False, True, True, True)
+    """Whether each level has (self + cross) attention; the middle block always has it."""
+    head_dim: int = 32
+    """Channels per attention head (LDM ``num_head_channels``)."""
+    transformer_layers: int = 1
+    """Transformer blocks per attention layer."""
+    norm_num_groups: int = 32
+    """GroupNorm groups; must divide every entry of ``block_out_channels``."""
+    zero_init: bool = True
+    """Zero-initialise residual out-convs, attention out-projections and the output conv, as LDM does."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.block_out_channels) >= 1, "block_out_channels", "needs at least one level")
+        _require(
+            len(self.attention_levels) == len(self.block_out_channels),
+            "attention_levels",
+            f"needs one entry per level ({len(self.block_out_channels)}), got {len(self.attention_levels)}",
+        )
+        for c in self.block_out_channels:
+            _require(
+                c % self.norm_num_groups == 0,
+                "block_out_channels",
+                f"{c} is not divisible by norm_num_groups={self.norm_num_groups}",
+            )
+            _require(c % self.head_dim == 0, "head_dim", f"{c} channels are not divisible by {self.head_dim}")
+        _require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
+
+
+BetaSchedule = Literal["scaled_linear", "linear", "cosine"]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Forward-process noise schedule used for training (and by the samplers)."""
+
+    num_train_timesteps: int = 1000
+    """Number of diffusion steps T."""
+    beta_schedule: BetaSchedule = "scaled_linear"
+    """``scaled_linear`` is LDM's "linear" (linear in sqrt(beta)); ``linear``; ``cosine``
+    (Nichol & Dhariwal)."""
+    beta_start: float = 0.0015
+    """First beta (ignored by ``cosine``)."""
+    beta_end: float = 0.0195
+    """Last beta (ignored by ``cosine``)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_train_timesteps >= 2, "num_train_timesteps", "must be >= 2")
+        _require(0.0 < self.beta_start < 1.0, "beta_start", f"must be in (0, 1), got {self.beta_start}")
+        _require(0.0 < self.beta_end < 1.0, "beta_end", f"must be in (0, 1), got {self.beta_end}")
+        _require(self.beta_start <= self.beta_end, "beta_start", "must not exceed beta_end")
+
+
+ContextMode = Literal["single_token", "multi_token"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole DiffTalk model: autoencoder, condition encoders, UNet and noise schedule."""
+
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    landmark_encoder: LandmarkEncoderConfig = field(default_factory=LandmarkEncoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    context: ContextMode = "single_token"
+    """``single_token``: one ``[a; l]`` token (official; cross-attention is then a learned bias).
+    ``multi_token``: one token per audio frame window plus one landmark token."""
+    context_dim: int = 128
+    """Width of the cross-attention context tokens."""
+    use_landmarks: bool = True
+    """Condition on landmarks (ablation switch; off = zero landmark vector)."""
+    use_reference: bool = True
+    """Condition on the reference latent (ablation switch; off = zero channels)."""
+    use_masked_target: bool = True
+    """Condition on the masked-target latent (ablation switch; off = zero channels)."""
+
+    def __post_init__(self) -> None:
+        if self.context == "single_token":
+            total = self.audio_encoder.output_dim + self.landmark_encoder.output_dim
+            _require(
+                total == self.context_dim,
+                "context_dim",
+                f"single_token context concatenates audio ({self.audio_encoder.output_dim}) and landmark "
+                f"({self.landmark_encoder.output_dim}) vectors = {total}; set context_dim to {total}",
+            )
+        _require(self.context_dim >= 1, "context_dim", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """DDIM sampling at inference."""
+
+    num_steps: int = 200
+    """DDIM steps (paper: 200)."""
+    eta: float = 0.0
+    """DDIM eta: 0 is deterministic DDIM, 1 is DDPM-like."""
+    blend_final: bool = True
+    """After the last step, put the exact known latent back outside the mouth mask (the official code does
+    not; on by default because the result is pasted into the original frame anyway)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_steps >= 1, "num_steps", f"must be >= 1, got {self.num_steps}")
+        _require(self.eta >= 0.0, "eta", f"must be >= 0, got {self.eta}")
+
+
+@dataclass(frozen=True)
+class DiffTalkConfig:
+    """Top level of a preset: the model and how to sample from it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.sampler.num_steps <= self.model.diffusion.num_train_timesteps,
+            "sampler.num_steps",
+            f"{self.sampler.num_steps} exceeds model.diffusion.num_train_timesteps="
+            f"{self.model.diffusion.num_train_timesteps}",
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Generic strict conversion between dataclasses and plain dicts
+# --------------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, hint: Any, name: str) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping of fields, got {type(value).__name__}")
+        return from_dict(hint, value, prefix=name)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{name}: must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, name)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{name}: expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported field type {hint!r}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: a config dataclass.
+        data: field values; missing fields keep their defaults.
+        prefix: dotted path of ``cls`` inside the top-level config, used in error messages.
+
+    Raises:
+        ConfigError: naming the offending field by its dotted path.
+    """
+    assert dataclasses.is_dataclass(cls)
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    dotted = (prefix + ".") if prefix else ""
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(dotted + k for k in unknown)}; "
+            f"valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {key: _convert(value, hints[key], dotted + key) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{dotted}{exc}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) of a config dataclass, suitable for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    result = plain(config)
+    assert isinstance(result, dict)
+    return result
+
+
+def replace(config: T, overrides: Mapping[str, Any]) -> T:
+    """Return ``config`` with dotted-path overrides applied, e.g. ``{"sampler.num_steps": 20}``."""
+    data = to_dict(config)
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return from_dict(type(config), data)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``configs/``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the shipped preset of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    raise FileNotFoundError(
+        f"config {str(name_or_path)!r} is neither a YAML file nor a preset; "
+        f"presets: {', '.join(preset_names())}"
+    )
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; an empty file gives an empty dict."""
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections")
+    return data
+
+
+def load_config(name_or_path: str | Path) -> DiffTalkConfig:
+    """Load a preset name (``tiny``, ``paper_256``, ``paper_512``) or a YAML file."""
+    path = resolve_config_path(name_or_path)
+    try:
+        return from_dict(DiffTalkConfig, load_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config dataclass as YAML (the resolved config of a run)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(to_dict(config), handle, sort_keys=False)

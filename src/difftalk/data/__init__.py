@@ -1,0 +1,1 @@
+"""Clip folders → training samples (stage ③)."""

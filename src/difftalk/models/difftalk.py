@@ -1,0 +1,228 @@
+"""DiffTalkModel: the frozen autoencoder, the condition encoders and the denoising UNet.
+
+Stage ④. Conditions travel by name in :class:`DiffTalkConditions`. The UNet input is
+``[z_t; z_masked; z_ref]`` (DiffTalk §3.2) and its cross-attention context is built from the audio
+vector a and the landmark vector l: one ``[a; l]`` token (official) or one token per audio frame
+window plus a landmark token (``multi_token``). Training minimises the ε-prediction MSE (paper Eq. 3)
+with the autoencoder frozen. ``make_denoiser`` encodes the context once and returns the closure that
+the samplers in ``diffusion/`` call at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from difftalk.checkpoint import load_pretrained, save_pretrained
+from difftalk.config import ModelConfig
+from difftalk.diffusion.ddim import DenoiseFn, randn
+from difftalk.diffusion.schedule import add_noise, make_alphas_cumprod
+from difftalk.models.audio_encoder import AudioEncoder
+from difftalk.models.autoencoder import Autoencoder
+from difftalk.models.landmark_encoder import LandmarkEncoder
+from difftalk.models.unet import build_unet
+
+
+@dataclass
+class DiffTalkConditions:
+    """Everything the denoiser is conditioned on, by name. Shapes for batch B, latent C×h×w."""
+
+    audio_features: torch.Tensor
+    """``(B, T, S, F)`` feature windows of the 2w+1 frames around the target frame."""
+    landmarks: torch.Tensor
+    """``(B, P, 2)`` mouth-free landmarks of the target frame, in [-1, 1] crop coordinates."""
+    reference_latents: torch.Tensor
+    """``(B, C, h, w)`` latents of the reference face (same identity)."""
+    masked_latents: torch.Tensor
+    """``(B, C, h, w)`` latents of the target frame with its mouth region masked."""
+
+
+@dataclass
+class TrainingLossOutput:
+    """Result of :meth:`DiffTalkModel.training_loss`."""
+
+    loss: torch.Tensor
+    """Scalar ε-MSE averaged over all latent elements."""
+    timesteps: torch.Tensor
+    """``(B,)`` the sampled diffusion steps."""
+
+
+class DiffTalkModel(nn.Module):
+    """Conditional latent diffusion model for talking heads."""
+
+    KIND = "DiffTalkModel"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ae = config.autoencoder
+        self.autoencoder = Autoencoder(ae)
+        self.autoencoder.requires_grad_(False)
+        self.audio_encoder = AudioEncoder(config.audio_encoder)
+        self.landmark_encoder = LandmarkEncoder(config.landmark_encoder)
+        self.context_audio: nn.Module | None = None
+        self.context_landmarks: nn.Module | None = None
+        self.context_types: nn.Parameter | None = None
+        if config.context == "multi_token":
+            self.context_audio = nn.Linear(config.audio_encoder.output_dim, config.context_dim)
+            self.context_landmarks = nn.Linear(config.landmark_encoder.output_dim, config.context_dim)
+            self.context_types = nn.Parameter(torch.zeros(2, config.context_dim))
+        self.unet = build_unet(config.unet, ae.latent_channels, ae.latent_size, config.context_dim)
+        d = config.diffusion
+        # A plain float64 CPU tensor, not a buffer: `.to(bfloat16)` must never round ᾱ (ᾱ_1 ≈ 0.9985).
+        self.alphas_cumprod = make_alphas_cumprod(
+            d.beta_schedule, d.num_train_timesteps, d.beta_start, d.beta_end
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # The frozen autoencoder
+    # ---------------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> DiffTalkModel:
+        """Set training mode; the frozen autoencoder always stays in eval mode."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder: ``(B, 3, S, S)`` in [-1, 1] → pre-quantisation latents ``(B, C, h, w)``."""
+        return self.autoencoder.encode(frames)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Frozen decoder: latents ``(B, C, h, w)`` → frames ``(B, 3, S, S)`` clamped to [-1, 1]."""
+        return self.autoencoder.decode(latents).clamp(-1, 1)
+
+    def prepare_conditions(
+        self,
+        *,
+        audio_features: torch.Tensor,
+        landmarks: torch.Tensor,
+        reference_frames: torch.Tensor,
+        masked_frames: torch.Tensor,
+    ) -> DiffTalkConditions:
+        """Encode the image conditions with the frozen autoencoder.
+
+        Args:
+            audio_features: ``(B, T, S, F)``.
+            landmarks: ``(B, P, 2)`` in [-1, 1].
+            reference_frames: ``(B, 3, S, S)`` in [-1, 1].
+            masked_frames: ``(B, 3, S, S)`` in [-1, 1], the target with its mouth region masked.
+        """
+        return DiffTalkConditions(
+            audio_features=audio_features,
+            landmarks=landmarks,
+            reference_latents=self.encode_frames(reference_frames),
+            masked_latents=self.encode_frames(masked_frames),
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # Conditioning and denoising
+    # ---------------------------------------------------------------------------------------------
+
+    def encode_context(self, audio_features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Cross-attention context ``(B, N, context_dim)``: N = 1 (single token) or T + 1 (multi token)."""
+        audio = self.audio_encoder(audio_features)
+        landmark_vector = self.landmark_encoder(landmarks)
+        if not self.config.use_landmarks:
+            landmark_vector = torch.zeros_like(landmark_vector)
+        if self.config.context == "single_token":
+            return torch.cat([audio.vector, landmark_vector], dim=-1).unsqueeze(1)
+        assert self.context_audio is not None and self.context_landmarks is not None
+        assert self.context_types is not None
+        audio_tokens = self.context_audio(audio.tokens) + self.context_types[0]
+        landmark_token = self.context_landmarks(landmark_vector).unsqueeze(1) + self.context_types[1]
+        return torch.cat([audio_tokens, landmark_token], dim=1)
+
+    def unet_input(self, latents: torch.Tensor, conditions: DiffTalkConditions) -> torch.Tensor:
+        """``[z_t; z_masked; z_ref]`` ``(B, 3C, h, w)``, with ablated conditions zeroed."""
+        masked = conditions.masked_latents
+        reference = conditions.reference_latents
+        if not self.config.use_masked_target:
+            masked = torch.zeros_like(masked)
+        if not self.config.use_reference:
+            reference = torch.zeros_like(reference)
+        if masked.shape != latents.shape or reference.shape != latents.shape:
+            raise ValueError(
+                f"latent shapes differ: noisy {tuple(latents.shape)}, masked {tuple(masked.shape)}, "
+                f"reference {tuple(reference.shape)}"
+            )
+        return torch.cat([latents, masked, reference], dim=1)
+
+    def predict_noise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        conditions: DiffTalkConditions,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ε̂(z_t, t, conditions): ``(B, C, h, w)``; pass a precomputed ``context`` to skip its encoding."""
+        if context is None:
+            context = self.encode_context(conditions.audio_features, conditions.landmarks)
+        sample = self.unet_input(latents, conditions)
+        return self.unet(sample, timesteps, encoder_hidden_states=context.to(sample.dtype)).sample
+
+    def make_denoiser(self, conditions: DiffTalkConditions) -> DenoiseFn:
+        """The closure ``denoise(latents, timesteps) -> ε̂`` with the context encoded once."""
+        context = self.encode_context(conditions.audio_features, conditions.landmarks)
+
+        def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            return self.predict_noise(latents, timesteps, conditions, context=context)
+
+        return denoise
+
+    def training_loss(
+        self,
+        *,
+        target_frames: torch.Tensor,
+        conditions: DiffTalkConditions,
+        generator: torch.Generator | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> TrainingLossOutput:
+        """ε-prediction MSE (paper Eq. 3) for one batch.
+
+        Args:
+            target_frames: ``(B, 3, S, S)`` in [-1, 1], the ground-truth frames.
+            conditions: from :meth:`prepare_conditions`.
+            generator: source of t ~ U{0..T-1} and of ε.
+            timesteps: optional fixed ``(B,)`` t instead of sampling them.
+        """
+        clean = self.encode_frames(target_frames)
+        batch = clean.shape[0]
+        if timesteps is None:
+            gen_device = generator.device if generator is not None else clean.device
+            timesteps = torch.randint(
+                0, self.config.diffusion.num_train_timesteps, (batch,), generator=generator, device=gen_device
+            )
+        timesteps = timesteps.to(clean.device)
+        noise = randn(tuple(clean.shape), generator, clean.device, clean.dtype)
+        noisy = add_noise(clean, noise, timesteps, self.alphas_cumprod)
+        noise_pred = self.predict_noise(noisy, timesteps, conditions)
+        loss = F.mse_loss(noise_pred.float(), noise.float())
+        return TrainingLossOutput(loss=loss, timesteps=timesteps)
+
+    # ---------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ---------------------------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained jointly (E_A, E_L, UNet, context projections); the autoencoder is frozen."""
+        return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
+
+    def save_pretrained(
+        self, directory: str | Path, dtype: torch.dtype | None = None, **extra: object
+    ) -> None:
+        """Write ``weights.safetensors`` + ``config.json`` (optionally in ``dtype``, e.g. fp16)."""
+        save_pretrained(self, self.config, directory, kind=self.KIND, dtype=dtype, extra=extra or None)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> DiffTalkModel:
+        """Load a folder written by :meth:`save_pretrained` (strict; clear error for a non-checkpoint)."""
+        return load_pretrained(cls, ModelConfig, directory, kind=cls.KIND, device=device, dtype=dtype)

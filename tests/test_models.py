@@ -1,0 +1,207 @@
+"""Networks: shapes, zero-init, save→load, strict checkpoints, paper sizes on meta, and overfitting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from difftalk.checkpoint import CheckpointError
+from difftalk.config import AudioEncoderConfig, LandmarkEncoderConfig, load_config, replace
+from difftalk.models.audio_encoder import AudioEncoder
+from difftalk.models.autoencoder import Autoencoder
+from difftalk.models.difftalk import DiffTalkModel
+from difftalk.models.landmark_encoder import LandmarkEncoder
+from difftalk.models.unet import build_unet
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_autoencoder_shapes(tiny_config, batch):
+    ae = Autoencoder(tiny_config.model.autoencoder).eval()
+    frames = torch.rand(batch, 3, 64, 64) * 2 - 1
+    latents = ae.encode(frames)
+    assert latents.shape == (batch, 3, 16, 16)
+    assert ae.decode(latents).shape == (batch, 3, 64, 64)
+    out = ae(frames)
+    assert out.reconstruction.shape == frames.shape and out.codebook_loss.ndim == 0
+
+
+def test_autoencoder_rejects_wrong_sizes(tiny_config):
+    ae = Autoencoder(tiny_config.model.autoencoder)
+    with pytest.raises(ValueError, match=r"\(B, 3, 64, 64\)"):
+        ae.encode(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("temporal_filter", ["self_attention", "conv_softmax", "none"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_audio_encoder_shapes(temporal_filter, batch):
+    config = AudioEncoderConfig(feature_dim=29, context_frames=8, temporal_filter=temporal_filter)
+    encoder = AudioEncoder(config)
+    out = encoder(torch.randn(batch, 8, 16, 29))
+    assert out.vector.shape == (batch, 64) and out.tokens.shape == (batch, 8, 64)
+
+
+def test_audio_smoothing_mixes_neighbouring_frames():
+    """With a temporal filter the vector depends on neighbours; without one it is the centre frame's."""
+    torch.manual_seed(0)
+    features = torch.randn(1, 5, 16, 80)
+    changed = features.clone()
+    changed[:, 0] += 3.0  # change only the first (non-centre) frame
+    for kind, depends in [("self_attention", True), ("conv_softmax", True), ("none", False)]:
+        encoder = AudioEncoder(AudioEncoderConfig(context_frames=5, temporal_filter=kind))
+        delta = (encoder(features).vector - encoder(changed).vector).abs().max().item()
+        assert (delta > 1e-6) == depends, kind
+
+
+def test_audio_encoder_names_the_expected_shape():
+    encoder = AudioEncoder(AudioEncoderConfig())
+    with pytest.raises(ValueError, match=r"\(B, 17, 16, 80\)"):
+        encoder(torch.randn(2, 17, 16, 29))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_landmark_encoder_shapes(batch):
+    encoder = LandmarkEncoder(LandmarkEncoderConfig())
+    assert encoder(torch.rand(batch, 39, 2)).shape == (batch, 64)
+    with pytest.raises(ValueError, match=r"\(B, 39, 2\)"):
+        encoder(torch.rand(batch, 68, 2))
+
+
+@pytest.mark.parametrize("context", ["single_token", "multi_token"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_difftalk_noise_prediction_shapes(tiny_config, make_conditions, context, batch):
+    model = DiffTalkModel(replace(tiny_config.model, {"context": context}))
+    _, conditions = make_conditions(model, batch)
+    assert conditions.reference_latents.shape == (batch, 3, 16, 16)
+    ctx = model.encode_context(conditions.audio_features, conditions.landmarks)
+    tokens = 1 if context == "single_token" else tiny_config.model.audio_encoder.context_frames + 1
+    assert ctx.shape == (batch, tokens, tiny_config.model.context_dim)
+    noise = model.predict_noise(torch.randn(batch, 3, 16, 16), torch.full((batch,), 500), conditions)
+    assert noise.shape == (batch, 3, 16, 16)
+
+
+def test_unet_is_zero_initialised_like_ldm(tiny_config, make_conditions):
+    model = DiffTalkModel(tiny_config.model)
+    _, conditions = make_conditions(model, 2)
+    noise = model.predict_noise(torch.randn(2, 3, 16, 16), torch.tensor([1, 999]), conditions)
+    assert torch.count_nonzero(noise) == 0
+    assert model.unet.conv_in.in_channels == 9
+
+
+def test_save_load_gives_identical_outputs(tiny_config, make_conditions, tmp_path):
+    torch.manual_seed(0)
+    model = DiffTalkModel(replace(tiny_config.model, {"unet.zero_init": False})).eval()
+    _, conditions = make_conditions(model, 2)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    expected = model.predict_noise(x, t, conditions)
+    assert expected.abs().sum() > 0
+    model.save_pretrained(tmp_path / "ckpt", step=12)
+    loaded = DiffTalkModel.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == model.config
+    assert torch.equal(loaded.predict_noise(x, t, conditions), expected)
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["difftalk_kind"] == "DiffTalkModel" and meta["extra"]["step"] == 12
+
+
+def test_fp16_checkpoint_is_half_the_size_and_loads(tiny_config, tmp_path):
+    model = DiffTalkModel(tiny_config.model)
+    model.save_pretrained(tmp_path / "fp32")
+    model.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    size32 = (tmp_path / "fp32" / "weights.safetensors").stat().st_size
+    size16 = (tmp_path / "fp16" / "weights.safetensors").stat().st_size
+    assert size16 < 0.55 * size32
+    loaded = DiffTalkModel.from_pretrained(tmp_path / "fp16")
+    assert next(loaded.parameters()).dtype == torch.float32
+
+
+def test_autoencoder_save_load(tiny_config, tmp_path):
+    ae = Autoencoder(tiny_config.model.autoencoder).eval()
+    frames = torch.rand(1, 3, 64, 64) * 2 - 1
+    ae.save_pretrained(tmp_path / "ae")
+    loaded = Autoencoder.from_pretrained(tmp_path / "ae")
+    assert torch.equal(loaded.decode(loaded.encode(frames)), ae.decode(ae.encode(frames)))
+
+
+def test_folders_that_are_not_checkpoints_are_refused(tiny_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiffTalkModel.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a difftalk checkpoint"):
+        DiffTalkModel.from_pretrained(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    with pytest.raises(CheckpointError, match="not a difftalk checkpoint"):
+        DiffTalkModel.from_pretrained(tmp_path / "other")
+    Autoencoder(tiny_config.model.autoencoder).save_pretrained(tmp_path / "ae")
+    with pytest.raises(CheckpointError, match="holds a Autoencoder"):
+        DiffTalkModel.from_pretrained(tmp_path / "ae")
+    (tmp_path / "ae" / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        Autoencoder.from_pretrained(tmp_path / "ae")
+
+
+def test_loading_is_strict(tiny_config, tmp_path):
+    DiffTalkModel(tiny_config.model).save_pretrained(tmp_path / "ckpt")
+    meta_path = tmp_path / "ckpt" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["unet"]["block_out_channels"] = [32, 32]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not match"):
+        DiffTalkModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_paper_256_unet_has_530m_parameters_and_9_input_channels():
+    model = load_config("paper_256").model
+    with torch.device("meta"):
+        unet = build_unet(model.unet, 3, 64, model.context_dim)
+    count = sum(p.numel() for p in unet.parameters())
+    assert 525e6 < count < 535e6, count
+    assert unet.conv_in.in_channels == 9 and unet.conv_out.out_channels == 3
+    heads = {
+        b.attentions[0].transformer_blocks[0].attn2.heads
+        for b in unet.down_blocks
+        if hasattr(b, "attentions")
+    }
+    assert heads == {16, 24, 32}  # 512/32, 768/32, 1024/32: head dim 32 everywhere
+
+
+def test_paper_512_autoencoder_keeps_the_64x64x3_latent():
+    config = load_config("paper_512").model.autoencoder
+    with torch.device("meta"):
+        ae = Autoencoder(config)
+        latents = ae.encode(torch.empty(1, 3, 512, 512))
+    assert tuple(latents.shape) == (1, 3, 64, 64)
+
+
+def test_tiny_model_overfits_one_fixed_batch(tiny_config, make_conditions):
+    torch.manual_seed(0)
+    model = DiffTalkModel(tiny_config.model)
+    frames, conditions = make_conditions(model, 2)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        generator = torch.Generator().manual_seed(123)  # the same t and noise every step
+        loss = model.training_loss(target_frames=frames, conditions=conditions, generator=generator).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+    assert all(not p.requires_grad for p in model.autoencoder.parameters())
+
+
+def test_condition_ablations_remove_their_input(tiny_config, make_conditions):
+    torch.manual_seed(0)
+    base = replace(
+        tiny_config.model, {"unet.zero_init": False, "use_reference": False, "use_landmarks": False}
+    )
+    model = DiffTalkModel(base).eval()
+    _, conditions = make_conditions(model, 1)
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])
+    before = model.predict_noise(x, t, conditions)
+    conditions.reference_latents = conditions.reference_latents + 1.0
+    conditions.landmarks = conditions.landmarks * 0.5
+    assert torch.equal(model.predict_noise(x, t, conditions), before)
+    conditions.masked_latents = conditions.masked_latents + 1.0
+    assert not torch.equal(model.predict_noise(x, t, conditions), before)
