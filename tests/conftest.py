@@ -39,3 +39,11 @@ def make_conditions():
         return frames, conditions
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory):
+    """A small prepared dataset (3 identities × 40 frames at 64², one held out), written once per session."""
+    from tests.fakes import make_prepared_dataset
+
+    return make_prepared_dataset(tmp_path_factory.mktemp("prepared"))

@@ -10,7 +10,7 @@ import pytest
 
 from difftalk.cli import build_parser, main
 
-COMMANDS = ["demo", "info", "convert-ldm-vq"]
+COMMANDS = ["demo", "info", "convert-ldm-vq", "synth", "preprocess", "train", "train-autoencoder"]
 
 
 def test_help_lists_the_sub_commands():

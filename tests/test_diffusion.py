@@ -186,9 +186,7 @@ def test_sampling_is_deterministic_given_a_generator():
 
     def run(seed, eta):
         g = torch.Generator().manual_seed(seed)
-        return sample_ddim(
-            denoise, randn((2, 3, 4, 4), g, "cpu"), alphas_cumprod=ac, num_steps=8, eta=eta, generator=g
-        )
+        return sample_ddim(denoise, randn((2, 3, 4, 4), g, "cpu"), alphas_cumprod=ac, num_steps=8, eta=eta, generator=g)
 
     assert torch.equal(run(0, 1.0), run(0, 1.0))
     assert not torch.equal(run(0, 1.0), run(1, 1.0))

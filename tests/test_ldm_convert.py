@@ -111,12 +111,8 @@ def ldm_vq_state_dict(ch, ch_mult, num_res_blocks, attn_resolutions, resolution,
     return out
 
 
-SMALL_F4 = dict(
-    ch=16, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=(), resolution=64, z=3, n_embed=32
-)
-SMALL_F8 = dict(
-    ch=16, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8,), resolution=64, z=4, n_embed=32
-)
+SMALL_F4 = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=(), resolution=64, z=3, n_embed=32)
+SMALL_F8 = dict(ch=16, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8,), resolution=64, z=4, n_embed=32)
 
 
 def _config(spec) -> AutoencoderConfig:
@@ -154,23 +150,17 @@ def test_converter_places_every_ldm_tensor(spec, tmp_path):
         vq.encoder.down_blocks[1].resnets[0].conv_shortcut.weight,
         ldm["encoder.down.1.block.0.nin_shortcut.weight"],
     )
-    assert torch.equal(
-        vq.encoder.down_blocks[0].downsamplers[0].conv.bias, ldm["encoder.down.0.downsample.conv.bias"]
-    )
+    assert torch.equal(vq.encoder.down_blocks[0].downsamplers[0].conv.bias, ldm["encoder.down.0.downsample.conv.bias"])
     # decoder.up is indexed from the highest resolution, diffusers' up_blocks from the lowest.
     assert torch.equal(
         vq.decoder.up_blocks[0].resnets[2].conv1.weight, ldm[f"decoder.up.{levels - 1}.block.2.conv1.weight"]
     )
-    assert torch.equal(
-        vq.decoder.up_blocks[levels - 1].resnets[0].norm1.bias, ldm["decoder.up.0.block.0.norm1.bias"]
-    )
+    assert torch.equal(vq.decoder.up_blocks[levels - 1].resnets[0].norm1.bias, ldm["decoder.up.0.block.0.norm1.bias"])
     assert torch.equal(
         vq.decoder.up_blocks[0].upsamplers[0].conv.weight,
         ldm[f"decoder.up.{levels - 1}.upsample.conv.weight"],
     )
-    assert torch.equal(
-        vq.encoder.mid_block.attentions[0].to_q.weight, ldm["encoder.mid.attn_1.q.weight"][:, :, 0, 0]
-    )
+    assert torch.equal(vq.encoder.mid_block.attentions[0].to_q.weight, ldm["encoder.mid.attn_1.q.weight"][:, :, 0, 0])
     assert torch.equal(
         vq.decoder.mid_block.attentions[0].to_out[0].weight,
         ldm["decoder.mid.attn_1.proj_out.weight"][:, :, 0, 0],
@@ -194,9 +184,7 @@ def test_converter_refuses_unknown_and_missing_keys(tmp_path):
     config = _config(SMALL_F4)
     ldm = ldm_vq_state_dict(**SMALL_F4)
     with pytest.raises(CheckpointError, match="not part of an LDM VQ autoencoder"):
-        convert_ldm_vq_state_dict(
-            {**ldm, "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, config
-        )
+        convert_ldm_vq_state_dict({**ldm, "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, config)
     missing = dict(ldm)
     del missing["decoder.up.1.block.0.conv2.weight"]
     torch.save(missing, tmp_path / "missing.ckpt")

@@ -158,11 +158,7 @@ def test_paper_256_unet_has_530m_parameters_and_9_input_channels():
     count = sum(p.numel() for p in unet.parameters())
     assert 525e6 < count < 535e6, count
     assert unet.conv_in.in_channels == 9 and unet.conv_out.out_channels == 3
-    heads = {
-        b.attentions[0].transformer_blocks[0].attn2.heads
-        for b in unet.down_blocks
-        if hasattr(b, "attentions")
-    }
+    heads = {b.attentions[0].transformer_blocks[0].attn2.heads for b in unet.down_blocks if hasattr(b, "attentions")}
     assert heads == {16, 24, 32}  # 512/32, 768/32, 1024/32: head dim 32 everywhere
 
 
@@ -193,9 +189,7 @@ def test_tiny_model_overfits_one_fixed_batch(tiny_config, make_conditions):
 
 def test_condition_ablations_remove_their_input(tiny_config, make_conditions):
     torch.manual_seed(0)
-    base = replace(
-        tiny_config.model, {"unet.zero_init": False, "use_reference": False, "use_landmarks": False}
-    )
+    base = replace(tiny_config.model, {"unet.zero_init": False, "use_reference": False, "use_landmarks": False})
     model = DiffTalkModel(base).eval()
     _, conditions = make_conditions(model, 1)
     x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])

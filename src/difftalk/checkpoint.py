@@ -125,21 +125,15 @@ def read_checkpoint_meta(directory: str | Path, kind: str | None = None) -> dict
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc}); {hint}") from None
     if not isinstance(meta, dict) or "difftalk_kind" not in meta or "config" not in meta:
-        raise CheckpointError(
-            f"{directory} is not a difftalk checkpoint: {CONFIG_NAME} has no difftalk_kind; {hint}"
-        )
+        raise CheckpointError(f"{directory} is not a difftalk checkpoint: {CONFIG_NAME} has no difftalk_kind; {hint}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{directory} was written by a newer difftalk (format {meta['format_version']}); upgrade difftalk"
         )
     if kind is not None and meta["difftalk_kind"] != kind:
-        raise CheckpointError(
-            f"{directory} holds a {meta['difftalk_kind']}, but a {what} checkpoint is needed"
-        )
+        raise CheckpointError(f"{directory} holds a {meta['difftalk_kind']}, but a {what} checkpoint is needed")
     if not (directory / WEIGHTS_NAME).is_file():
-        raise CheckpointError(
-            f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the checkpoint is incomplete"
-        )
+        raise CheckpointError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the checkpoint is incomplete")
     return meta
 
 
@@ -158,12 +152,9 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
         if wrong_shape:
             k = wrong_shape[0]
             parts.append(
-                f"{len(wrong_shape)} of another shape "
-                f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+                f"{len(wrong_shape)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
             )
-        raise CheckpointError(
-            f"weights in {source} do not match the model built from its config: " + "; ".join(parts)
-        )
+        raise CheckpointError(f"weights in {source} do not match the model built from its config: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
 
 
@@ -186,9 +177,7 @@ def load_pretrained(
     try:
         state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(
-            f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {exc}"
-        ) from None
+        raise CheckpointError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {exc}") from None
     load_state_dict_strict(module, state, str(directory))
     module.to(device=device, dtype=dtype)
     module.eval()

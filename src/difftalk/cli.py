@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 logger = logging.getLogger("difftalk")
 
@@ -80,6 +81,106 @@ def _cmd_convert_ldm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config_with_overrides(args: argparse.Namespace) -> Any:
+    """``--config`` plus ``--set key=value`` overrides (values parsed as YAML)."""
+    import yaml
+
+    from difftalk.config import ConfigError, load_config, replace
+
+    config = load_config(args.config)
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    if getattr(args, "data", None):
+        overrides["data.data_dir"] = args.data
+    if getattr(args, "run_dir", None):
+        overrides[f"{args.train_section}.run_dir"] = args.run_dir
+    return replace(config, overrides) if overrides else config
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from difftalk.synth.generate import run_synth
+
+    summary = run_synth(
+        args.out_dir,
+        identities=args.identities,
+        seconds=args.seconds,
+        size=args.size,
+        seed=args.seed,
+        clips_per_identity=args.clips_per_identity,
+        test_fraction=args.test_fraction,
+        progress=not args.no_progress,
+    )
+    logger.info("%s", summary)
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from difftalk.preprocess.run import PreprocessOptions, run_preprocess
+
+    options = PreprocessOptions(
+        crop_sizes=tuple(args.crop_size),
+        features=tuple(args.features),
+        precomputed_dir=args.precomputed_dir or "",
+        landmarks=args.landmarks,
+        detector=args.detector,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        workers=args.workers,
+        max_seconds=args.max_seconds,
+    )
+    report = run_preprocess(args.videos_dir, args.data_dir, options, progress=not args.no_progress)
+    done = [c for c in report.clips if c.status == "done"]
+    skipped = [c for c in report.clips if c.status == "skipped"]
+    logger.info(
+        "%d clip(s) prepared, %d already done, %d failed → %s",
+        len(done),
+        len(skipped),
+        len(report.failed),
+        report.data_dir,
+    )
+    return 1 if report.failed and not (done or skipped) else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from difftalk.train.diffusion import train_diffusion
+
+    config = _load_config_with_overrides(args)
+    result = train_diffusion(config, resume=not args.restart, progress=not args.no_progress)
+    logger.info(
+        "%s at step %d (loss %.4f); model → %s",
+        "stopped" if result.stopped_early else "finished",
+        result.step,
+        result.last_loss,
+        result.model_dir,
+    )
+    return 0
+
+
+def _cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from difftalk.train.autoencoder import train_autoencoder
+
+    config = _load_config_with_overrides(args)
+    result = train_autoencoder(config, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; autoencoder → %s", result.step, result.model_dir)
+    return 0
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    parser.add_argument("--config", required=True, help="preset name or YAML path")
+    parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
+    parser.add_argument("--run-dir", help=f"run folder (overrides {section}.run_dir)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=500"
+    )
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(train_section=section)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``difftalk`` argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(prog="difftalk", description=__doc__)
@@ -87,9 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = sub.add_parser(
-        "demo", help="train a tiny model on a toy face and regenerate its mouths (CPU, ~1 min)"
-    )
+    demo = sub.add_parser("demo", help="train a tiny model on a toy face and regenerate its mouths (CPU, ~1 min)")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--steps", type=int, default=400, help="training steps (default: 400)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -107,20 +206,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("checkpoint", help="LDM model.ckpt (or .safetensors) of the VQ autoencoder")
     convert.add_argument("-o", "--output", required=True, help="output checkpoint folder")
-    convert.add_argument(
-        "--preset", choices=["vq-f4", "vq-f8"], default="vq-f4", help="public config (default: vq-f4)"
-    )
+    convert.add_argument("--preset", choices=["vq-f4", "vq-f8"], default="vq-f4", help="public config (default: vq-f4)")
     convert.add_argument("--ldm-config", help="LDM config.yaml of the checkpoint (overrides --preset)")
     convert.set_defaults(handler=_cmd_convert_ldm)
+
+    synth = sub.add_parser("synth", help="make the synthetic talking-face benchmark (videos + ground truth)")
+    synth.add_argument("out_dir", help="output folder")
+    synth.add_argument("--identities", type=int, default=20, help="number of identities (default: 20)")
+    synth.add_argument("--seconds", type=float, default=20.0, help="seconds per clip (default: 20)")
+    synth.add_argument("--size", type=int, default=256, choices=[128, 256, 512], help="frame size (default: 256)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--clips-per-identity", type=int, default=1, help="clips per identity (default: 1)")
+    synth.add_argument("--test-fraction", type=float, default=0.2, help="held-out identities (default: 0.2)")
+    synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    synth.set_defaults(handler=_cmd_synth)
+
+    prep = sub.add_parser("preprocess", help="turn a folder of videos into a prepared dataset")
+    prep.add_argument("videos_dir", help="folder with the videos (any format PyAV reads)")
+    prep.add_argument("data_dir", help="output dataset folder (resumable: finished clips are skipped)")
+    prep.add_argument("--crop-size", type=int, nargs="+", default=[256], help="crop sizes (default: 256)")
+    prep.add_argument(
+        "--features", nargs="+", default=["mel"], choices=["mel", "whisper", "precomputed"], help="audio features"
+    )
+    prep.add_argument("--precomputed-dir", help="folder of <video>.npy (N, 16, 29) DeepSpeech arrays")
+    prep.add_argument(
+        "--landmarks",
+        choices=["auto", "ground_truth", "detector"],
+        default="auto",
+        help="auto: synthetic ground truth when present, else the detector",
+    )
+    prep.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector")
+    prep.add_argument("--test-fraction", type=float, default=0.1, help="held-out identities (default: 0.1)")
+    prep.add_argument("--split-seed", type=int, default=0, help="seed of the identity split")
+    prep.add_argument("--workers", type=int, default=2, help="parallel worker processes (default: 2)")
+    prep.add_argument("--max-seconds", type=float, default=0.0, help="only the first seconds of each video")
+    prep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    prep.set_defaults(handler=_cmd_preprocess)
+
+    train = sub.add_parser("train", help="train the diffusion model (autoencoder frozen)")
+    _add_train_arguments(train, "train")
+    train.set_defaults(handler=_cmd_train)
+
+    train_ae = sub.add_parser("train-autoencoder", help="train the VQ autoencoder (f=4 or f=8) on face crops")
+    _add_train_arguments(train_ae, "autoencoder_train")
+    train_ae.set_defaults(handler=_cmd_train_autoencoder)
     return parser
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Configure the root logger once (the library itself only creates module loggers)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

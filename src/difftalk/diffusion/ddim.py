@@ -113,8 +113,7 @@ def sample_ddim(
         raise ValueError("mouth_mask and known_latents must be given together")
     if known_latents is not None and known_latents.shape != initial_noise.shape:
         raise ValueError(
-            f"known_latents {tuple(known_latents.shape)} must match "
-            f"initial_noise {tuple(initial_noise.shape)}"
+            f"known_latents {tuple(known_latents.shape)} must match initial_noise {tuple(initial_noise.shape)}"
         )
     timesteps = ddim_timesteps(alphas_cumprod.shape[0], num_steps)
     alphas, alphas_prev = ddim_alphas(alphas_cumprod, timesteps)

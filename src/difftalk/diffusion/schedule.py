@@ -35,9 +35,7 @@ def make_betas(kind: str, num_train_timesteps: int, beta_start: float, beta_end:
     raise ValueError(f"unknown beta schedule {kind!r}; use scaled_linear, linear or cosine")
 
 
-def make_alphas_cumprod(
-    kind: str, num_train_timesteps: int, beta_start: float, beta_end: float
-) -> torch.Tensor:
+def make_alphas_cumprod(kind: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
     """ᾱ_t for t = 0..T-1 as float64 ``(T,)``."""
     return torch.cumprod(1.0 - make_betas(kind, num_train_timesteps, beta_start, beta_end), dim=0)
 

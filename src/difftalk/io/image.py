@@ -25,9 +25,7 @@ def save_image_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], gap:
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
             if image.shape != (h, w, 3) or image.dtype != np.uint8:
-                raise ValueError(
-                    f"grid cell ({i}, {j}) is {image.dtype} {image.shape}, expected uint8 {(h, w, 3)}"
-                )
+                raise ValueError(f"grid cell ({i}, {j}) is {image.dtype} {image.shape}, expected uint8 {(h, w, 3)}")
             canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

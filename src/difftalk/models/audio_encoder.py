@@ -78,9 +78,7 @@ class SelfAttentionFilter(nn.Module):
             batch_first=True,
             norm_first=True,
         )
-        self.encoder = nn.TransformerEncoder(
-            layer, num_layers=config.attention_layers, enable_nested_tensor=False
-        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=config.attention_layers, enable_nested_tensor=False)
         self.score = nn.Linear(d, 1)
 
     def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

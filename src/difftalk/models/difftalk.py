@@ -74,9 +74,7 @@ class DiffTalkModel(nn.Module):
         self.unet = build_unet(config.unet, ae.latent_channels, ae.latent_size, config.context_dim)
         d = config.diffusion
         # A plain float64 CPU tensor, not a buffer: `.to(bfloat16)` must never round ᾱ (ᾱ_1 ≈ 0.9985).
-        self.alphas_cumprod = make_alphas_cumprod(
-            d.beta_schedule, d.num_train_timesteps, d.beta_start, d.beta_end
-        )
+        self.alphas_cumprod = make_alphas_cumprod(d.beta_schedule, d.num_train_timesteps, d.beta_start, d.beta_end)
 
     # ---------------------------------------------------------------------------------------------
     # The frozen autoencoder
@@ -130,7 +128,7 @@ class DiffTalkModel(nn.Module):
         audio = self.audio_encoder(audio_features)
         landmark_vector = self.landmark_encoder(landmarks)
         if not self.config.use_landmarks:
-            landmark_vector = torch.zeros_like(landmark_vector)
+            landmark_vector = landmark_vector * 0  # keeps E_L in the graph (DDP needs every parameter used)
         if self.config.context == "single_token":
             return torch.cat([audio.vector, landmark_vector], dim=-1).unsqueeze(1)
         assert self.context_audio is not None and self.context_landmarks is not None
@@ -214,9 +212,7 @@ class DiffTalkModel(nn.Module):
         """Parameters trained jointly (E_A, E_L, UNet, context projections); the autoencoder is frozen."""
         return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
 
-    def save_pretrained(
-        self, directory: str | Path, dtype: torch.dtype | None = None, **extra: object
-    ) -> None:
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None, **extra: object) -> None:
         """Write ``weights.safetensors`` + ``config.json`` (optionally in ``dtype``, e.g. fp16)."""
         save_pretrained(self, self.config, directory, kind=self.KIND, dtype=dtype, extra=extra or None)
 

@@ -56,9 +56,7 @@ LDM_VQ_F8 = AutoencoderConfig(
 )
 
 
-def autoencoder_config_from_ldm(
-    ldm_config: Mapping[str, Any], norm_num_groups: int = 32
-) -> AutoencoderConfig:
+def autoencoder_config_from_ldm(ldm_config: Mapping[str, Any], norm_num_groups: int = 32) -> AutoencoderConfig:
     """Translate an LDM first-stage YAML (``model.params`` with ``ddconfig``) to :class:`AutoencoderConfig`.
 
     ``norm_num_groups`` is not in the YAML (LDM hard-codes 32); it is a parameter for small test models.
@@ -68,14 +66,10 @@ def autoencoder_config_from_ldm(
     if dd.get("double_z", False):
         raise CheckpointError("ddconfig.double_z is true: that is a KL autoencoder, not a VQ one")
     if dd["z_channels"] != params["embed_dim"]:
-        raise CheckpointError(
-            f"z_channels ({dd['z_channels']}) != embed_dim ({params['embed_dim']}) is not supported"
-        )
+        raise CheckpointError(f"z_channels ({dd['z_channels']}) != embed_dim ({params['embed_dim']}) is not supported")
     channels = tuple(int(dd["ch"]) * int(m) for m in dd["ch_mult"])
     resolution = int(dd["resolution"])
-    attention = tuple(
-        (resolution // 2**i) in set(dd.get("attn_resolutions", [])) for i in range(len(channels))
-    )
+    attention = tuple((resolution // 2**i) in set(dd.get("attn_resolutions", [])) for i in range(len(channels)))
     return AutoencoderConfig(
         image_size=resolution,
         block_out_channels=channels,
@@ -147,9 +141,7 @@ def convert_ldm_vq_state_dict(
     num_levels = len(config.block_out_channels)
     if any(k.startswith("first_stage_model.") for k in ldm_state):
         ldm_state = {
-            k[len("first_stage_model.") :]: v
-            for k, v in ldm_state.items()
-            if k.startswith("first_stage_model.")
+            k[len("first_stage_model.") :]: v for k, v in ldm_state.items() if k.startswith("first_stage_model.")
         }
     converted: dict[str, torch.Tensor] = {}
     dropped, unknown = [], []

@@ -1,0 +1,117 @@
+"""Configs of the data pipeline and of training (diffusion model and autoencoder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from difftalk.config.fields import require as _require
+
+FeatureBackend = Literal["mel", "whisper", "precomputed"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the prepared dataset is and how training samples are drawn from it."""
+
+    data_dir: str = "data/synth"
+    """A prepared dataset folder (``manifest.json`` + ``clips/``), see docs/formats.md."""
+    feature_backend: FeatureBackend = "mel"
+    """Which ``features/<backend>.npy`` of each clip feeds the audio encoder."""
+    reference_min_distance: int = 60
+    """The reference frame is drawn, anew for every sample, from frames at least this far away."""
+    num_workers: int = 2
+    """DataLoader worker processes (0 = load in the training process)."""
+
+    def __post_init__(self) -> None:
+        _require(self.reference_min_distance >= 0, "reference_min_distance", "must be >= 0")
+        _require(self.num_workers >= 0, "num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Diffusion training (``difftalk train``); the autoencoder stays frozen."""
+
+    autoencoder: str = ""
+    """Checkpoint folder of the trained autoencoder (``difftalk train-autoencoder`` or ``convert-ldm-vq``).
+    Empty means a randomly initialised one, which is only useful for tests."""
+    steps: int = 100_000
+    """Optimiser steps."""
+    batch_size: int = 8
+    """Samples per device per step."""
+    learning_rate: float = 6.4e-5
+    """AdamW learning rate (official: 1e-6 × 64 global batch)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps (then constant, as the official code)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (official: 0.1); 0 disables."""
+    ema_decay: float = 0.9999
+    """EMA decay of all trained weights (with the LDM warm-up min(decay, (1+n)/(10+n)))."""
+    precision: Precision = "auto"
+    """``auto``: bf16-mixed on GPUs that support it, else 32-true."""
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    devices: int = 1
+    """Devices per node (GPUs, or CPU processes for DDP on CPU)."""
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    seed: int = 0
+    log_every: int = 10
+    """Steps between metrics.csv / TensorBoard rows."""
+    checkpoint_every: int = 1000
+    """Steps between training-state checkpoints (also written at the end and on SIGTERM)."""
+    sample_every: int = 1000
+    """Steps between PNG sample grids (target | masked | reference | generated); 0 disables."""
+    sample_steps: int = 20
+    """DDIM steps for the sample grids."""
+    run_dir: str = "runs/difftalk"
+    """Run folder: resolved config, git SHA, metrics.csv, TensorBoard logs, samples, checkpoints."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "devices", "num_nodes", "log_every", "checkpoint_every", "sample_steps"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
+        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        _require(self.sample_every >= 0, "sample_every", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AutoencoderTrainConfig:
+    """Autoencoder training (``difftalk train-autoencoder``): L1 + SSIM + codebook (+ LPIPS, + GAN)."""
+
+    steps: int = 50_000
+    batch_size: int = 8
+    learning_rate: float = 4.5e-6 * 8
+    """AdamW learning rate (LDM: 4.5e-6 × batch)."""
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.2
+    """Weight of (1 − MS-SSIM) (plain SSIM for crops too small for MS-SSIM)."""
+    codebook_weight: float = 1.0
+    lpips_weight: float = 1.0
+    """Used only when LPIPS backbone weights are found (``lpips_weights``); otherwise skipped and logged."""
+    lpips_weights: str = ""
+    """Folder with LPIPS weights (see difftalk.metrics.lpips); empty = look in the default places."""
+    adversarial_weight: float = 0.0
+    """PatchGAN hinge loss weight (0 = off)."""
+    adversarial_start: int = 10_000
+    """Step at which the adversarial term starts."""
+    seed: int = 0
+    precision: Precision = "auto"
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    run_dir: str = "runs/autoencoder"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "devices", "num_nodes", "log_every", "checkpoint_every"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        for name in ("l1_weight", "ssim_weight", "codebook_weight", "lpips_weight", "adversarial_weight"):
+            _require(getattr(self, name) >= 0, name, "must be >= 0")

@@ -1,0 +1,327 @@
+"""Video files: probe, stream frames at a target fps, and write H.264/AAC MP4 (stage ①).
+
+Reading streams decoded frames one at a time (memory is flat in video length), applies the
+container's rotation metadata and resamples to a target frame rate by timestamp. Writing encodes
+H.264 (yuv420p, browser-playable, ``faststart``) and, optionally, AAC audio interleaved with the
+frames; it writes to a temporary file and renames it only when complete, so an interrupted or failed
+run never leaves a partial file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from difftalk.io.audio import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+MAX_PIXELS = 8192 * 8192
+"""Refuse frames larger than this (bounded untrusted input)."""
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class VideoError(ValueError):
+    """A video input cannot be used."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns about a media file."""
+
+    path: Path
+    fps: float
+    """Average frame rate of the video stream."""
+    num_frames: int
+    """Frame count from the container, or estimated from duration × fps."""
+    width: int
+    """Display width (after rotation)."""
+    height: int
+    """Display height (after rotation)."""
+    rotation: int
+    """Counter-clockwise display rotation in degrees (0, 90, 180, 270)."""
+    duration: float
+    """Seconds."""
+    has_audio: bool
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path} is empty (0 bytes)")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoError(f"{path} is not a readable video ({exc}); use an MP4, MOV, MKV, AVI or WebM file") from None
+
+
+def _rotation_of(stream: av.video.stream.VideoStream) -> int:
+    for key in ("rotate",):
+        if key in stream.metadata:
+            return int(float(stream.metadata[key])) % 360
+    return 0
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read the stream parameters of a video file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        VideoError: the file is empty, corrupt or has no video stream.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"{path} has no video stream (audio only?); pass a video or an image of the face")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        if not fps or not math.isfinite(fps) or fps <= 0:
+            raise VideoError(f"{path}: the video stream has no usable frame rate")
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        num_frames = int(stream.frames) or round(duration * fps)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        rotation = _rotation_of(stream)
+        first = None
+        try:
+            first = next(container.decode(stream))
+        except (StopIteration, av.error.FFmpegError):
+            first = None
+        if first is None:
+            raise VideoError(f"{path}: no video frame can be decoded (corrupt or truncated file)")
+        if first.rotation:
+            rotation = round(first.rotation) % 360
+        if width * height > MAX_PIXELS:
+            raise VideoError(f"{path}: {width}x{height} frames exceed the {MAX_PIXELS} pixel limit; downscale first")
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(
+            path=path,
+            fps=fps,
+            num_frames=max(num_frames, 1),
+            width=width,
+            height=height,
+            rotation=rotation,
+            duration=duration or num_frames / fps,
+            has_audio=bool(container.streams.audio),
+        )
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a counter-clockwise display rotation (FFmpeg display-matrix convention)."""
+    quarter = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=quarter)) if quarter else image
+
+
+def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarray]:
+    """Stream the frames of a video as uint8 ``(H, W, 3)`` RGB, upright.
+
+    Args:
+        path: any container/codec FFmpeg reads.
+        fps: resample to this frame rate by timestamp (frames are repeated or dropped); ``None``
+            keeps every decoded frame.
+
+    Raises:
+        VideoError: the file cannot be decoded at all. A stream that breaks off part-way ends the
+            iteration with a warning (the frames read so far are kept).
+    """
+    path = Path(path)
+    container = _open(path)
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        next_time = 0.0
+        previous: tuple[float, np.ndarray] | None = None
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.width * frame.height > MAX_PIXELS:
+                    raise VideoError(f"{path}: {frame.width}x{frame.height} frames exceed the pixel limit")
+                image = _upright(frame.to_ndarray(format="rgb24"), round(frame.rotation or 0))
+                count += 1
+                if fps is None:
+                    yield image
+                    continue
+                stamp = float(frame.pts) * time_base if frame.pts is not None and time_base else count / fps
+                if previous is None:
+                    next_time = stamp
+                else:
+                    # Emit the previous frame for every output time before the midpoint to this one.
+                    boundary = (previous[0] + stamp) / 2
+                    while next_time < boundary:
+                        yield previous[1]
+                        next_time += 1.0 / fps
+                previous = (stamp, image)
+        except av.error.FFmpegError as exc:
+            if count == 0:
+                raise VideoError(f"{path}: no video frame can be decoded ({exc})") from None
+            logger.warning("%s: decoding stopped after %d frames (%s); the file looks truncated", path, count, exc)
+        if count == 0:
+            raise VideoError(f"{path}: the video stream has no frames")
+        if fps is not None and previous is not None:
+            end = previous[0] + 1.0 / max(float(stream.average_rate or fps), 1e-6)
+            while next_time < end - 1e-9:
+                yield previous[1]
+                next_time += 1.0 / fps
+
+
+def read_frames(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> np.ndarray:
+    """All (or the first ``max_frames``) frames as uint8 ``(N, H, W, 3)``; for short clips and tests."""
+    frames = []
+    for image in iter_frames(path, fps):
+        frames.append(image)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    return np.stack(frames)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a still-image path (by suffix)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+class VideoWriter:
+    """Write an H.264 (+ optional AAC) MP4 frame by frame; atomic on success.
+
+    Example::
+
+        with VideoWriter("out.mp4", fps=25, audio=speech) as writer:
+            for frame in frames:
+                writer.write(frame)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float = 25.0,
+        audio: np.ndarray | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        crf: int = 18,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Open the writer.
+
+        Args:
+            path: output ``.mp4``; written as a hidden temporary file and renamed on :meth:`close`.
+            fps: frame rate.
+            audio: optional mono float32 audio in [-1, 1] at ``sample_rate``, muxed as AAC.
+            sample_rate: sample rate of ``audio``.
+            crf: x264 constant rate factor (lower is better quality).
+            metadata: container tags (``title``, ``comment``, ...).
+        """
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.fps = fps
+        self._audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._sample_rate = sample_rate
+        self._audio_written = 0
+        self._crf = crf
+        self._container = av.open(str(self._tmp), "w", options={"movflags": "+faststart"})
+        for key, value in (metadata or {}).items():
+            self._container.metadata[key] = str(value)
+        self._video: av.video.stream.VideoStream | None = None
+        self._audio_stream: av.audio.stream.AudioStream | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames_written = 0
+        self._closed = False
+
+    def _setup(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self._crf), "preset": "medium"}
+        self._video = stream
+        if self._audio is not None:
+            audio_stream = self._container.add_stream("aac", rate=self._sample_rate)
+            audio_stream.layout = "mono"
+            self._audio_stream = audio_stream
+
+    def _write_audio_until(self, sample: int) -> None:
+        if self._audio is None or self._audio_stream is None:
+            return
+        chunk = 1024
+        sample = min(sample, self._audio.size)
+        while self._audio_written < sample:
+            part = self._audio[self._audio_written : min(self._audio_written + chunk, sample)]
+            frame = av.AudioFrame.from_ndarray(part[None], format="fltp", layout="mono")
+            frame.sample_rate = self._sample_rate
+            frame.pts = self._audio_written
+            for packet in self._audio_stream.encode(frame):
+                self._container.mux(packet)
+            self._audio_written += part.size
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 ``(H, W, 3)`` RGB frame (all frames share one size)."""
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
+        if self._size is None:
+            self._setup(frame.shape[0], frame.shape[1])
+        if frame.shape[:2] != self._size:
+            raise ValueError(f"frame size changed from {self._size} to {frame.shape[:2]}")
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        assert self._video is not None
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._video.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self._write_audio_until(round(self.frames_written / self.fps * self._sample_rate))
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the file and move it into place; returns the path."""
+        if self._closed:
+            return self.path
+        if self._video is None:
+            self.abort()
+            raise VideoError(f"no frames were written to {self.path}")
+        for packet in self._video.encode():
+            self._container.mux(packet)
+        if self._audio is not None and self._audio_stream is not None:
+            self._write_audio_until(self._audio.size)
+            for packet in self._audio_stream.encode():
+                self._container.mux(packet)
+        self._container.close()
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial file."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(av.error.FFmpegError):
+            self._container.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

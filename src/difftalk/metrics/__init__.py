@@ -1,0 +1,1 @@
+"""Evaluation metrics, each a function on frame arrays or tensors (stage ⑦)."""

@@ -1,0 +1,1 @@
+"""Raw video + audio → one clip folder per video (stage ②): offline, resumable, skip-if-done."""

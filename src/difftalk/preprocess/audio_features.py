@@ -1,0 +1,100 @@
+"""Per-frame audio feature windows (stage ②): ``(N, 16, F)`` for a clip of N video frames.
+
+Every backend yields features at 50 steps per second (2 per video frame at 25 fps). Video frame i
+gets the 16 steps centred on its time ``i / fps`` (320 ms, as AD-NeRF/DiffTalk). The audio is padded
+with silence so windows at the ends see silence, not wrapped or missing audio.
+
+Backends: ``mel`` (log-mel, librosa, no weights; the default), ``whisper`` (Whisper encoder states,
+see ``whisper_features``), ``precomputed`` (AD-NeRF/DeepSpeech ``(N, 16, 29)`` arrays from the user).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from difftalk.io.audio import SAMPLE_RATE
+
+FeatureBackend = Literal["mel", "whisper", "precomputed"]
+STEPS_PER_SECOND = 50
+WINDOW = 16
+HOP = SAMPLE_RATE // STEPS_PER_SECOND  # 320 samples = 20 ms
+MEL_BANDS = 80
+FEATURE_DIMS = {"mel": MEL_BANDS, "whisper": 384, "precomputed": 29}
+
+
+def mel_steps(audio: np.ndarray) -> np.ndarray:
+    """Log-mel features at 50 Hz: ``(T_steps, 80)`` float32; step j is centred at ``j * 20 ms``.
+
+    n_fft 1024, window 640 (40 ms), 55-7600 Hz; ``(ln(mel + 1e-5) + 5) / 4`` puts speech roughly in [-2, 2].
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(audio, dtype=np.float32),
+        sr=SAMPLE_RATE,
+        n_fft=1024,
+        win_length=640,
+        hop_length=HOP,
+        n_mels=MEL_BANDS,
+        fmin=55.0,
+        fmax=7600.0,
+        center=True,
+        power=2.0,
+    )
+    return ((np.log(mel + 1e-5) + 5.0) / 4.0).T.astype(np.float32)
+
+
+def frame_windows(steps: np.ndarray, num_frames: int, fps: float = 25.0, window: int = WINDOW) -> np.ndarray:
+    """Cut 50 Hz step features ``(T_steps, F)`` into per-frame windows ``(num_frames, window, F)``.
+
+    Frame i's window is centred on step ``round(i * 50 / fps)``: steps ``c - window/2 … c + window/2 - 1``.
+    Steps past either end repeat the edge step (callers pad the audio with silence first).
+    """
+    if steps.ndim != 2 or steps.shape[0] == 0:
+        raise ValueError(f"expected (T_steps, F) features, got {steps.shape}")
+    centres = np.round(np.arange(num_frames) * STEPS_PER_SECOND / fps).astype(np.int64)
+    offsets = np.arange(window) - window // 2
+    index = np.clip(centres[:, None] + offsets[None, :], 0, steps.shape[0] - 1)
+    return steps[index]
+
+
+def compute_features(
+    audio: np.ndarray, num_frames: int, backend: FeatureBackend = "mel", fps: float = 25.0
+) -> np.ndarray:
+    """Per-frame feature windows ``(num_frames, 16, F)`` float16 for 16 kHz mono ``audio``.
+
+    Raises:
+        ValueError: for an unknown backend or ``precomputed`` (those arrays come from the user).
+    """
+    pad = WINDOW // 2 * HOP + HOP
+    padded = np.pad(np.asarray(audio, dtype=np.float32), (pad, pad))
+    if backend == "mel":
+        steps = mel_steps(padded)
+    elif backend == "whisper":
+        from difftalk.preprocess.whisper_features import whisper_steps
+
+        steps = whisper_steps(padded)
+    elif backend == "precomputed":
+        raise ValueError("precomputed features are read from the user's .npy files, not computed")
+    else:
+        raise ValueError(f"unknown audio feature backend {backend!r}; use mel, whisper or precomputed")
+    # Drop the padding again: step (pad / HOP) is time 0 of the original audio.
+    first = pad // HOP
+    return frame_windows(steps[first:], num_frames, fps).astype(np.float16)
+
+
+def load_precomputed(path: str, num_frames: int) -> np.ndarray:
+    """Read a user's AD-NeRF/DeepSpeech ``(N, 16, 29)`` array and match it to ``num_frames``.
+
+    Raises:
+        ValueError: the array does not have shape ``(N, 16, 29)`` or N differs from the clip by > 2 frames.
+    """
+    array = np.load(path)
+    if array.ndim != 3 or array.shape[1:] != (WINDOW, FEATURE_DIMS["precomputed"]):
+        raise ValueError(f"{path}: precomputed features must have shape (N, 16, 29), got {array.shape}")
+    if abs(array.shape[0] - num_frames) > 2:
+        raise ValueError(f"{path}: {array.shape[0]} feature frames for a clip of {num_frames} video frames")
+    index = np.clip(np.arange(num_frames), 0, array.shape[0] - 1)
+    return array[index].astype(np.float16)

@@ -1,0 +1,332 @@
+"""``difftalk train``: train E_A, E_L and the UNet with the ε-MSE loss, the autoencoder frozen.
+
+setup → fit: Fabric (any device count), AdamW, optional linear warm-up, gradient clipping, EMA,
+logging every N steps, PNG sample grids (target | masked | reference | generated, EMA weights,
+masked-z_T DDIM), atomic checkpoints every N steps / at the end / on SIGTERM, exact resume.
+
+Files in ``<run_dir>/checkpoints``: ``training_state.pt`` (everything needed to resume) and
+``model/`` (EMA weights as an inference checkpoint, ``DiffTalkModel.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from difftalk.config import DiffTalkConfig, to_dict
+from difftalk.data.batch import TalkingHeadBatch, collate_samples
+from difftalk.data.dataset import TalkingHeadDataset
+from difftalk.data.masks import latent_mask
+from difftalk.data.transforms import to_uint8
+from difftalk.diffusion.ddim import randn, sample_ddim
+from difftalk.io.image import save_image_grid
+from difftalk.models.autoencoder import Autoencoder
+from difftalk.models.difftalk import DiffTalkModel
+from difftalk.train.common import (
+    STATE_NAME,
+    RunDir,
+    StopSignal,
+    gather_generator_states,
+    host_memory_mb,
+    iterate_batches,
+    load_state,
+    make_fabric,
+    save_state,
+    stop_everywhere,
+)
+from difftalk.train.ema import EMA
+from difftalk.train.sampler import ResumableSampler
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_GRID_SIZE = 4
+
+
+@dataclass
+class TrainResult:
+    """Where a training run ended."""
+
+    run_dir: Path
+    step: int
+    last_loss: float
+    stopped_early: bool
+    model_dir: Path
+
+
+def _load_autoencoder(model: DiffTalkModel, path: str) -> None:
+    if not path:
+        logger.warning("train.autoencoder is empty: the autoencoder is randomly initialised (tests only)")
+        return
+    autoencoder = Autoencoder.from_pretrained(path)
+    if autoencoder.config != model.config.autoencoder:
+        raise ValueError(
+            f"the autoencoder in {path} was built with {autoencoder.config}, but model.autoencoder is "
+            f"{model.config.autoencoder}; make the config match the checkpoint"
+        )
+    model.autoencoder.load_state_dict(autoencoder.state_dict(), strict=True)
+
+
+def _conditions(model: DiffTalkModel, batch: TalkingHeadBatch) -> Any:
+    return model.prepare_conditions(
+        audio_features=batch.audio_features,
+        landmarks=batch.landmarks,
+        reference_frames=batch.reference_frames,
+        masked_frames=batch.masked_frames,
+    )
+
+
+@torch.no_grad()
+def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, seed: int) -> list[list[Any]]:
+    """Rows target | masked | reference | generated (uint8 images) for a small batch."""
+    model.eval()
+    conditions = _conditions(model, batch)
+    known = model.encode_frames(batch.target_frames)
+    generator = torch.Generator().manual_seed(seed)
+    latents = sample_ddim(
+        model.make_denoiser(conditions),
+        randn(tuple(known.shape), generator, known.device, known.dtype),
+        alphas_cumprod=model.alphas_cumprod,
+        num_steps=num_steps,
+        mouth_mask=latent_mask(batch.mouth_masks, known.shape[-1]),
+        known_latents=known,
+        generator=generator,
+    )
+    generated = model.decode_latents(latents)
+    model.train()
+    return [
+        list(to_uint8(batch.target_frames)),
+        list(to_uint8(batch.masked_frames)),
+        list(to_uint8(batch.reference_frames)),
+        list(to_uint8(generated)),
+    ]
+
+
+def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
+    """A deterministic batch for sample grids: held-out identities when the dataset has them."""
+    model = config.model
+    kwargs: dict[str, Any] = {
+        "image_size": model.autoencoder.image_size,
+        "context_frames": model.audio_encoder.context_frames,
+        "feature_backend": config.data.feature_backend,
+        "reference_min_distance": config.data.reference_min_distance,
+        "seed": config.train.seed,
+    }
+    try:
+        dataset = TalkingHeadDataset(config.data.data_dir, split="test", **kwargs)
+    except ValueError:
+        dataset = TalkingHeadDataset(config.data.data_dir, split="train", **kwargs)
+    picks = torch.linspace(0, len(dataset) - 1, size).round().long().tolist()
+    return collate_samples([dataset[i] for i in picks])
+
+
+def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> TrainResult:
+    """Train (or resume training of) the diffusion model described by ``config``.
+
+    Args:
+        config: the experiment; ``config.train`` and ``config.data`` drive the run.
+        resume: continue from ``<run_dir>/checkpoints/training_state.pt`` if it exists.
+        progress: show a progress bar (rank 0).
+    """
+    train = config.train
+    fabric = make_fabric(train.accelerator, train.devices, train.num_nodes, train.strategy, train.precision)
+    rank, world = fabric.global_rank, fabric.world_size
+    run = RunDir(train.run_dir, active=fabric.is_global_zero)
+    state_path = run.checkpoints / STATE_NAME
+    torch.manual_seed(train.seed + rank)
+
+    model = DiffTalkModel(config.model)
+    _load_autoencoder(model, train.autoencoder)
+    dataset = TalkingHeadDataset(
+        config.data.data_dir,
+        split="train",
+        image_size=config.model.autoencoder.image_size,
+        context_frames=config.model.audio_encoder.context_frames,
+        feature_backend=config.data.feature_backend,
+        reference_min_distance=config.data.reference_min_distance,
+        seed=train.seed,
+    )
+    sampler = ResumableSampler(len(dataset), train.batch_size, rank, world, train.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=train.batch_size,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        collate_fn=collate_samples,
+        pin_memory=fabric.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=False,  # workers are re-created per epoch and see the new epoch's seed
+    )
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
+    fabric_model, optimizer = fabric.setup(model, optimizer)
+    fabric_model.mark_forward_method("training_loss")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    ema = EMA([(n, p) for n, p in model.named_parameters() if p.requires_grad], train.ema_decay)
+    generator = torch.Generator().manual_seed(train.seed * 7919 + rank)
+
+    start_step = 0
+    if resume and state_path.is_file():
+        state = load_state(state_path)
+        trainable_state = state["model"]
+        missing = set(names) - set(trainable_state)
+        if missing:
+            raise ValueError(f"{state_path} does not match this model ({len(missing)} missing parameters)")
+        model.load_state_dict(trainable_state, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        start_step = int(state["step"])
+        generators = state["generators"]
+        if len(generators) == world:
+            generator.set_state(generators[rank])
+        else:
+            logger.warning(
+                "resuming with %d processes instead of %d: noise streams are re-seeded", world, len(generators)
+            )
+            generator.manual_seed(train.seed * 7919 + rank + start_step)
+        if "torch_rng" in state and world == 1:
+            torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d", state_path, start_step)
+    else:
+        run.write_run_info(config, world, {"trainable_parameters": sum(p.numel() for p in trainable)})
+    logger.info(
+        "training on %s × %d (%s), %d samples, %d steps, batch %d per device",
+        fabric.device,
+        world,
+        fabric.strategy.__class__.__name__,
+        len(dataset),
+        train.steps,
+        train.batch_size,
+    )
+
+    sample_batch = _fixed_batch(config, SAMPLE_GRID_SIZE) if fabric.is_global_zero and train.sample_every else None
+
+    def checkpoint(step: int) -> Path:
+        generators = gather_generator_states(fabric, generator)
+        model_dir = run.checkpoints / "model"
+        if fabric.is_global_zero:
+            save_state(
+                state_path,
+                {
+                    "version": 1,
+                    "step": step,
+                    "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+                    "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict(),
+                    "generators": generators,
+                    "torch_rng": torch.get_rng_state(),
+                    "config": to_dict(config),
+                },
+            )
+            export = DiffTalkModel(config.model)
+            export.load_state_dict(model.state_dict())
+            ema.copy_to(export)
+            export.save_pretrained(model_dir, step=step)
+            logger.info("checkpoint at step %d → %s", step, run.checkpoints)
+        fabric.barrier()
+        return model_dir
+
+    bar = tqdm(total=train.steps, initial=start_step, desc="train", disable=not (progress and fabric.is_global_zero))
+    step, loss_value, stopped = start_step, float("nan"), False
+    window_start, window_steps = time.perf_counter(), 0
+    run_start = time.perf_counter()
+    with StopSignal() as stop:
+        for index, epoch, batch in iterate_batches(loader, sampler, dataset, start_step, train.steps):
+            batch = batch.to(fabric.device)
+            if train.warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = train.learning_rate * min(1.0, (index + 1) / train.warmup_steps)
+            output = fabric_model.training_loss(
+                target_frames=batch.target_frames, conditions=_conditions(model, batch), generator=generator
+            )
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(output.loss)
+            grad_norm = (
+                fabric.clip_gradients(fabric_model, optimizer, max_norm=train.grad_clip, error_if_nonfinite=False)
+                if train.grad_clip > 0
+                else None
+            )
+            optimizer.step()
+            ema.update(trainable)
+            step, window_steps = index + 1, window_steps + 1
+            loss_value = float(output.loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at step {step}; lower train.learning_rate")
+            bar.update()
+            if step % train.log_every == 0 or step == train.steps:
+                elapsed = time.perf_counter() - window_start
+                rate = window_steps / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                run.log(
+                    step,
+                    {
+                        "epoch": epoch,
+                        "loss": loss_value,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                        "steps_per_second": rate,
+                        "samples_per_second": rate * train.batch_size * world,
+                        "elapsed_seconds": time.perf_counter() - run_start,
+                        "host_memory_mb": host_memory_mb(),
+                    },
+                )
+                window_start, window_steps = time.perf_counter(), 0
+            if sample_batch is not None and train.sample_every and step % train.sample_every == 0:
+                _write_samples(model, ema, sample_batch.to(fabric.device), run, step, train.sample_steps)
+            stop_now = stop_everywhere(fabric, stop.requested)
+            if step % train.checkpoint_every == 0 or step == train.steps or stop_now:
+                checkpoint(step)
+            if stop_now:
+                stopped = True
+                break
+    bar.close()
+    _record_final(fabric, model, run, step, loss_value)
+    if sample_batch is not None and train.sample_every and step % train.sample_every != 0:
+        _write_samples(model, ema, sample_batch.to(fabric.device), run, step, train.sample_steps)
+    run.close()
+    return TrainResult(run.path, step, loss_value, stopped, run.checkpoints / "model")
+
+
+def _record_final(fabric: Any, model: DiffTalkModel, run: RunDir, step: int, loss: float) -> None:
+    """final.json: the step, the loss and every rank's weight checksum (replicas must agree under DDP)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for parameter in model.trainable_parameters():
+        digest.update(parameter.detach().float().cpu().numpy().tobytes())
+    local = torch.tensor(list(digest.digest()[:8]), dtype=torch.float64, device=fabric.device)
+    gathered = fabric.all_gather(local) if fabric.world_size > 1 else local[None]
+    checksums = [bytes(int(v) for v in row.tolist()).hex() for row in gathered.reshape(fabric.world_size, -1).cpu()]
+    if fabric.is_global_zero:
+        info = {"step": step, "loss": loss, "world_size": fabric.world_size, "weight_checksums": checksums}
+        with open(run.path / "final.json", "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
+        if len(set(checksums)) != 1:
+            logger.error("replicas diverged: weight checksums %s", checksums)
+
+
+def _write_samples(model: DiffTalkModel, ema: EMA, batch: TalkingHeadBatch, run: RunDir, step: int, steps: int) -> None:
+    """Sample grid with the EMA weights (swapped in, then restored)."""
+    backup = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    ema.copy_to(model)
+    rows = sample_grid(model, batch, steps, seed=step)
+    with torch.no_grad():
+        for p, saved in zip((p for p in model.parameters() if p.requires_grad), backup, strict=True):
+            p.copy_(saved)
+    path = save_image_grid(run.samples / f"step_{step:07d}.png", rows)
+    writer = run.tensorboard()
+    if writer is not None:
+        import numpy as np
+
+        writer.add_image(
+            "samples", np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0), step, dataformats="HWC"
+        )
+    logger.info("samples → %s", path)
