@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,face
+EXTRAS ?= dev,face,whisper
 
 .PHONY: install demo test lint format clean
 

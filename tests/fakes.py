@@ -6,7 +6,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage import data
 
+from difftalk.io.video import VideoWriter
 from difftalk.preprocess.audio_features import compute_features
 from difftalk.preprocess.manifest import ClipWriter, assign_splits, write_manifest
 
@@ -89,3 +91,22 @@ def make_prepared_dataset(
     fixed = {f"id{k:04d}": ("test" if k >= identities - test_identities else "train") for k in range(identities)}
     write_manifest(root, metas, assign_splits(fixed, 0.0, 0, fixed), {"fps": 25.0, "crop_size": size})
     return root
+
+
+def astronaut_video(path, fps=30.0, seconds=1.6, faceless=False):
+    """A video of skimage's astronaut moving in a 640×480 frame, with a tone as audio (returned)."""
+    face = data.astronaut()[0:400, 50:450]  # the face is ~90 px wide, as dlib's HOG detector likes it
+    rng = np.random.default_rng(0)
+    frames = int(seconds * fps)
+    t = np.arange(int(seconds * 16000)) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    with VideoWriter(path, fps=fps, audio=audio) as writer:
+        for i in range(frames):
+            canvas = np.full((480, 640, 3), 90, np.uint8)
+            if faceless:
+                canvas = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+            else:
+                x, y = 100 + int(20 * np.sin(i / 8)), 40 + int(5 * np.cos(i / 5))
+                canvas[y : y + 400, x : x + 400] = face
+            writer.write(canvas)
+    return audio

@@ -10,7 +10,10 @@ import pytest
 
 from difftalk.cli import build_parser, main
 
-COMMANDS = ["demo", "info", "convert-ldm-vq", "synth", "preprocess", "train", "train-autoencoder"]
+COMMANDS = [
+    "demo", "info", "convert-ldm-vq", "synth", "preprocess", "train", "train-autoencoder",
+    "generate", "verify", "benchmark", "hdtf-clips",
+]  # fmt: skip
 
 
 def test_help_lists_the_sub_commands():

@@ -8,13 +8,12 @@ import json
 
 import numpy as np
 import pytest
-from skimage import data
 
 from difftalk.data.clips import Clip, load_manifest
 from difftalk.io.audio import load_audio
-from difftalk.io.video import VideoWriter
-from difftalk.preprocess.manifest import assign_splits, identity_of
+from difftalk.preprocess.manifest import HDTF_IDENTITY_PATTERN, assign_splits, identity_of
 from difftalk.preprocess.run import PreprocessOptions, run_preprocess
+from tests.fakes import astronaut_video
 
 HAS_DLIB = (
     importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
@@ -22,29 +21,11 @@ HAS_DLIB = (
 needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra")
 
 
-def _astronaut_video(path, fps=30.0, seconds=1.6, faceless=False):
-    face = data.astronaut()[0:400, 50:450]  # the face is ~90 px wide, as dlib's HOG detector likes it
-    rng = np.random.default_rng(0)
-    frames = int(seconds * fps)
-    t = np.arange(int(seconds * 16000)) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
-    with VideoWriter(path, fps=fps, audio=audio) as writer:
-        for i in range(frames):
-            canvas = np.full((480, 640, 3), 90, np.uint8)
-            if faceless:
-                canvas = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-            else:
-                x, y = 100 + int(20 * np.sin(i / 8)), 40 + int(5 * np.cos(i / 5))
-                canvas[y : y + 400, x : x + 400] = face
-            writer.write(canvas)
-    return audio
-
-
 @needs_dlib
 def test_preprocess_real_face_video(tmp_path):
     videos = tmp_path / "videos"
-    _astronaut_video(videos / "astronaut_01.mp4")
-    _astronaut_video(videos / "noise_01.mp4", faceless=True)
+    astronaut_video(videos / "astronaut_01.mp4")
+    astronaut_video(videos / "noise_01.mp4", faceless=True)
     data_dir = tmp_path / "data"
     options = PreprocessOptions(crop_sizes=(64, 128), workers=1)
     report = run_preprocess(videos, data_dir, options, progress=False)
@@ -91,6 +72,10 @@ def test_partial_clips_are_redone_and_bad_folders_are_clear_errors(tmp_path):
 def test_identity_split_is_by_identity_and_stable():
     names = ["WDA_BarackObama_000", "WDA_BarackObama_001", "RD_Radio1_000", "id0003_c01", "id0003_c02"]
     assert {identity_of(n) for n in names} == {"WDA_BarackObama", "RD_Radio1", "id0003"}
+    hdtf = HDTF_IDENTITY_PATTERN
+    assert identity_of("WDA_AmyKlobuchar0_0", hdtf) == identity_of("WDA_AmyKlobuchar1_3", hdtf) == "AmyKlobuchar"
+    assert identity_of("RD_Radio11_0", hdtf) == identity_of("RD_Radio11_2", hdtf) == "RD_Radio11"
+    assert identity_of("RD_Radio12_0", hdtf) == "RD_Radio12"
     identities = [f"person{i}" for i in range(200)]
     split = assign_splits(identities, 0.2, seed=1)
     assert 20 < sum(v == "test" for v in split.values()) < 60

@@ -118,6 +118,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identity_pattern(name: str) -> str:
+    from difftalk.preprocess.manifest import DEFAULT_IDENTITY_PATTERN, HDTF_IDENTITY_PATTERN
+
+    return {"default": DEFAULT_IDENTITY_PATTERN, "HDTF": HDTF_IDENTITY_PATTERN}.get(name, name)
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from difftalk.preprocess.run import PreprocessOptions, run_preprocess
 
@@ -129,6 +135,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
         detector=args.detector,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
+        identity_pattern=_identity_pattern(args.identity_pattern),
         workers=args.workers,
         max_seconds=args.max_seconds,
     )
@@ -166,6 +173,92 @@ def _cmd_train_autoencoder(args: argparse.Namespace) -> int:
     config = _load_config_with_overrides(args)
     result = train_autoencoder(config, resume=not args.restart, progress=not args.no_progress)
     logger.info("finished at step %d; autoencoder → %s", result.step, result.model_dir)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    options = GenerateOptions(
+        num_steps=args.steps,
+        progressive_reference=not args.no_progressive_reference,
+        reference_frame=args.reference_frame,
+        lanes=args.lanes,
+        length=args.length,
+        loop=args.loop,
+        temporal_smoothing=args.temporal_smoothing,
+        landmarks=args.landmarks,
+        seed=args.seed,
+        watermark=True,
+        progress=not args.no_progress,
+    )
+    pipe = DiffTalkPipeline.from_pretrained(args.checkpoint, device=device, dtype=dtype)
+    pipe.set_reference(args.reference, options)
+    result = pipe.generate(args.audio, args.output, options)
+    logger.info(
+        "wrote %s (%d frames, %.2f s, %.1f frames/s)",
+        result.output,
+        result.num_frames,
+        result.duration,
+        result.frames_per_second,
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from difftalk.io.watermark import verify_file
+
+    result = verify_file(args.file, max_frames=args.max_frames)
+    sys.stdout.write(result.summary + "\n")
+    return 0 if result.watermark.found else 1
+
+
+def _cmd_hdtf_clips(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from difftalk.preprocess.hdtf import cut_clips, download_commands
+
+    if args.download:
+        for command in download_commands(args.annotations, args.raw_dir):
+            subprocess.run(command, check=False)  # a video that is gone from YouTube must not stop the rest
+    written = cut_clips(args.annotations, args.raw_dir, args.out_dir, progress=not args.no_progress)
+    logger.info(
+        "%d clips in %s; next: difftalk preprocess %s DATA_DIR --identity-pattern HDTF",
+        len(written),
+        args.out_dir,
+        args.out_dir,
+    )
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from difftalk.pipeline.benchmark import run_benchmark
+    from difftalk.pipeline.options import GenerateOptions
+
+    options = GenerateOptions(
+        num_steps=args.steps,
+        progressive_reference=not args.no_progressive_reference,
+        lanes=args.lanes,
+        temporal_smoothing=args.temporal_smoothing,
+        seed=args.seed,
+    )
+    path = run_benchmark(
+        args.data,
+        args.out_dir,
+        checkpoint=args.checkpoint,
+        method=args.method,
+        split=args.split,
+        seconds=args.seconds,
+        cross_audio=args.cross_audio,
+        options=options,
+        device=args.device or "cpu",
+        max_clips=args.max_clips,
+    )
+    logger.info("wrote %s; next: difftalk evaluate %s --data %s", path, args.out_dir, args.data)
     return 0
 
 
@@ -238,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--detector", choices=["hog", "cnn"], default="hog", help="dlib face detector")
     prep.add_argument("--test-fraction", type=float, default=0.1, help="held-out identities (default: 0.1)")
     prep.add_argument("--split-seed", type=int, default=0, help="seed of the identity split")
+    prep.add_argument(
+        "--identity-pattern",
+        default="default",
+        help="regex whose first group is a video's identity; 'HDTF' for HDTF names (docs/hdtf.md)",
+    )
     prep.add_argument("--workers", type=int, default=2, help="parallel worker processes (default: 2)")
     prep.add_argument("--max-seconds", type=float, default=0.0, help="only the first seconds of each video")
     prep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -250,6 +348,55 @@ def build_parser() -> argparse.ArgumentParser:
     train_ae = sub.add_parser("train-autoencoder", help="train the VQ autoencoder (f=4 or f=8) on face crops")
     _add_train_arguments(train_ae, "autoencoder_train")
     train_ae.set_defaults(handler=_cmd_train_autoencoder)
+
+    gen = sub.add_parser("generate", help="lip-sync a video (dubbing) or animate a photo with speech")
+    gen.add_argument("--reference", required=True, help="video of the person (dubbing) or one photo (portrait)")
+    gen.add_argument("--audio", required=True, help="speech: any length, rate, channels; WAV, FLAC, MP3, M4A, MP4")
+    gen.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/NAME/checkpoints/model)")
+    gen.add_argument("-o", "--output", required=True, help="output .mp4")
+    gen.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
+    gen.add_argument("--no-progressive-reference", action="store_true", help="always use the fixed reference")
+    gen.add_argument("--reference-frame", type=int, default=0, help="reference frame index (default: 0)")
+    gen.add_argument("--lanes", type=int, default=1, help="parallel progressive chunks (GPU speed; default 1)")
+    gen.add_argument("--length", choices=["audio", "video"], default="audio", help="output length follows")
+    gen.add_argument("--loop", choices=["pingpong", "loop"], default="pingpong", help="extend a short video by")
+    gen.add_argument("--temporal-smoothing", type=float, default=0.2, help="frame interpolation weight (0-0.5)")
+    gen.add_argument("--landmarks", choices=["auto", "detector", "ground_truth"], default="auto")
+    gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    gen.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="model precision")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    gen.set_defaults(handler=_cmd_generate)
+
+    hdtf = sub.add_parser("hdtf-clips", help="cut downloaded HDTF videos into their annotated clips (docs/hdtf.md)")
+    hdtf.add_argument("annotations", help="the HDTF repository's HDTF_dataset folder")
+    hdtf.add_argument("raw_dir", help="downloaded videos, named <subset>_<name>.mp4")
+    hdtf.add_argument("out_dir", help="output folder for the clips")
+    hdtf.add_argument("--download", action="store_true", help="first download the videos with yt-dlp")
+    hdtf.add_argument("--no-progress", action="store_true")
+    hdtf.set_defaults(handler=_cmd_hdtf_clips)
+
+    bench = sub.add_parser("benchmark", help="generate a results folder for held-out clips (for evaluate)")
+    bench.add_argument("out_dir", help="results folder")
+    bench.add_argument("--data", required=True, help="prepared dataset (its source videos must exist)")
+    bench.add_argument("--checkpoint", help="model folder (method difftalk)")
+    bench.add_argument("--method", choices=["difftalk", "source", "static"], default="difftalk")
+    bench.add_argument("--split", default="test", help="clips to use (default: test)")
+    bench.add_argument("--seconds", type=float, default=4.0, help="seconds per clip (default: 4)")
+    bench.add_argument("--cross-audio", action="store_true", help="drive each clip with another clip's audio")
+    bench.add_argument("--max-clips", type=int, help="only the first clips")
+    bench.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
+    bench.add_argument("--no-progressive-reference", action="store_true")
+    bench.add_argument("--lanes", type=int, default=1)
+    bench.add_argument("--temporal-smoothing", type=float, default=0.2)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device", help="torch device (default: cpu)")
+    bench.set_defaults(handler=_cmd_benchmark)
+
+    verify = sub.add_parser("verify", help="check a video for the difftalk watermark and provenance metadata")
+    verify.add_argument("file", help="video file (also after re-encoding)")
+    verify.add_argument("--max-frames", type=int, default=250, help="frames to read at most (default: 250)")
+    verify.set_defaults(handler=_cmd_verify)
     return parser
 
 

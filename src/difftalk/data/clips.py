@@ -137,6 +137,17 @@ class Clip:
             points = points * (size / self.crop_size)
         return points
 
+    def latents_path(self, fingerprint: str) -> Path:
+        """Where the latent cache of the autoencoder ``fingerprint`` lives (see ``train.latent_cache``)."""
+        return self.path / "latents" / f"{fingerprint}.npy"
+
+    def latents(self, fingerprint: str) -> np.ndarray:
+        """Memory-mapped ``(N, 2, C, h, w)`` float16: E(frame) and E(masked frame) per frame."""
+        path = self.latents_path(fingerprint)
+        if not path.is_file():
+            raise DatasetError(f"{self.path} has no latent cache {fingerprint}; it is built by `difftalk train`")
+        return np.load(path, mmap_mode="r")
+
     @cached_property
     def articulation(self) -> np.ndarray | None:
         """Synthetic ground truth ``(N, 5)`` or None for real clips."""

@@ -40,6 +40,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         feature_backend: str = "mel",
         reference_min_distance: int = 60,
         seed: int = 0,
+        latent_cache: str | None = None,
     ) -> None:
         """Index the clips of ``split``.
 
@@ -51,6 +52,8 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
             feature_backend: which ``features/<backend>.npy`` to read.
             reference_min_distance: minimum |reference − target| in frames.
             seed: base seed of the per-sample random choices.
+            latent_cache: fingerprint of a latent cache (``train.latent_cache``); samples then carry
+                latents instead of frames.
         """
         self.clips: list[Clip] = open_clips(data_dir, split)
         self.image_size = image_size
@@ -58,6 +61,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         self.feature_backend = feature_backend
         self.reference_min_distance = reference_min_distance
         self.seed = seed
+        self.latent_cache = latent_cache
         self.epoch = 0
         counts = [len(c.valid_frames) for c in self.clips]
         # Two flat int arrays (not Python lists of tuples) keep worker memory flat under fork.
@@ -106,20 +110,27 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         """The sample for a given target and reference frame of one clip (no randomness)."""
         clip = self.clips[clip_index]
         size = self.image_size
-        target = to_tensor(clip.read_frame(frame, size))
         landmarks = clip.landmarks_at(frame, size)
-        mask = torch.from_numpy(mouth_mask(landmarks, size))[None]
-        return TalkingHeadBatch(
-            target_frames=target,
-            masked_frames=apply_mask(target, mask),
-            reference_frames=to_tensor(clip.read_frame(reference, size)),
-            mouth_masks=mask,
+        sample = TalkingHeadBatch(
             landmarks=torch.from_numpy(condition_landmarks(landmarks, size)),
             audio_features=torch.from_numpy(self.audio_window(clip, frame)),
             clip_index=torch.tensor(clip_index),
             frame_index=torch.tensor(frame),
             reference_index=torch.tensor(reference),
         )
+        if self.latent_cache is not None:
+            latents = clip.latents(self.latent_cache)
+            sample.target_latents = torch.from_numpy(latents[frame, 0].astype(np.float32))
+            sample.masked_latents = torch.from_numpy(latents[frame, 1].astype(np.float32))
+            sample.reference_latents = torch.from_numpy(latents[reference, 0].astype(np.float32))
+            return sample
+        target = to_tensor(clip.read_frame(frame, size))
+        mask = torch.from_numpy(mouth_mask(landmarks, size))[None]
+        sample.target_frames = target
+        sample.masked_frames = apply_mask(target, mask)
+        sample.reference_frames = to_tensor(clip.read_frame(reference, size))
+        sample.mouth_masks = mask
+        return sample
 
     def __getitem__(self, index: int) -> TalkingHeadBatch:
         clip_index, frame = self.locate(index)

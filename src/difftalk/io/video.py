@@ -325,3 +325,99 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+class FrameReader:
+    """Frames of a video resampled to ``fps``, by index, with bounded memory.
+
+    Sequential access streams the decoder; any other access (e.g. the backward half of a ping-pong
+    loop) seeks to a keyframe and decodes a block of ``block`` frames. At most ``2 * block`` frames are
+    held. Index k maps to the decoded frame nearest to time ``t0 + k / fps`` (t0 = the first frame's
+    time), the same rule as :func:`iter_frames`, so both give identical frames.
+    """
+
+    def __init__(self, path: str | Path, fps: float, block: int = 32) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.block = block
+        self._cache: dict[int, np.ndarray] = {}
+        self._stream: Iterator[np.ndarray] | None = None
+        self._next = 0
+        info = probe_video(self.path)
+        self.num_frames_hint = max(1, round(info.duration * fps))
+        self._t0: float | None = None
+
+    def _remember(self, index: int, frame: np.ndarray) -> None:
+        self._cache[index] = frame
+        while len(self._cache) > 2 * self.block:
+            self._cache.pop(max(self._cache, key=lambda k: abs(k - index)))
+
+    def _sequential(self, index: int) -> np.ndarray | None:
+        if self._stream is None or index < self._next:
+            self._stream = iter_frames(self.path, self.fps)
+            self._next = 0
+        frame = None
+        while self._next <= index:
+            try:
+                frame = next(self._stream)
+            except StopIteration:
+                return None
+            self._remember(self._next, frame)
+            self._next += 1
+        return frame
+
+    def _first_time(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+        if self._t0 is None:
+            for frame in container.decode(stream):
+                base = float(stream.time_base) if stream.time_base else 0.0
+                self._t0 = frame.pts * base if frame.pts is not None else 0.0
+                break
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+        return self._t0 or 0.0
+
+    def _load_block(self, start: int, end: int) -> None:
+        """Decode frames ``start … end - 1`` after seeking to a keyframe before them."""
+        with _open(self.path) as container:
+            stream = container.streams.video[0]
+            time_base = float(stream.time_base) if stream.time_base else 1.0 / self.fps
+            t0 = self._first_time(container, stream)
+            target = max(0.0, t0 + start / self.fps - 1.0)
+            container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
+            wanted = [t0 + k / self.fps for k in range(start, end)]
+            previous: tuple[float, np.ndarray] | None = None
+            position = 0
+            for frame in container.decode(stream):
+                stamp = float(frame.pts * time_base) if frame.pts is not None else 0.0
+                image = _upright(frame.to_ndarray(format="rgb24"), round(frame.rotation or 0))
+                if previous is not None:
+                    boundary = (previous[0] + stamp) / 2
+                    while position < len(wanted) and wanted[position] < boundary:
+                        self._remember(start + position, previous[1])
+                        position += 1
+                elif stamp > wanted[0]:
+                    while position < len(wanted) and wanted[position] < stamp:
+                        self._remember(start + position, image)
+                        position += 1
+                if position >= len(wanted):
+                    return
+                previous = (stamp, image)
+            while previous is not None and position < len(wanted):
+                self._remember(start + position, previous[1])
+                position += 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Frame ``index`` (uint8 ``(H, W, 3)``); IndexError past the end of the video."""
+        if index < 0:
+            raise IndexError(index)
+        if index in self._cache:
+            return self._cache[index]
+        streaming = self._stream is not None and self._next <= index < self._next + self.block
+        starting = self._stream is None and index < self.block
+        if streaming or starting:
+            frame = self._sequential(index)
+        else:
+            self._load_block(max(0, index - self.block + 1), index + 1)
+            frame = self._cache.get(index)
+        if frame is None:
+            raise IndexError(f"{self.path} has no frame {index} at {self.fps:g} fps")
+        return frame

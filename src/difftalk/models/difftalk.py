@@ -177,20 +177,25 @@ class DiffTalkModel(nn.Module):
     def training_loss(
         self,
         *,
-        target_frames: torch.Tensor,
         conditions: DiffTalkConditions,
+        target_frames: torch.Tensor | None = None,
+        target_latents: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         timesteps: torch.Tensor | None = None,
     ) -> TrainingLossOutput:
         """ε-prediction MSE (paper Eq. 3) for one batch.
 
         Args:
-            target_frames: ``(B, 3, S, S)`` in [-1, 1], the ground-truth frames.
-            conditions: from :meth:`prepare_conditions`.
+            conditions: from :meth:`prepare_conditions` (or built from cached latents).
+            target_frames: ``(B, 3, S, S)`` in [-1, 1], the ground-truth frames, or ...
+            target_latents: ... their latents ``(B, C, h, w)`` (e.g. from a latent cache).
             generator: source of t ~ U{0..T-1} and of ε.
             timesteps: optional fixed ``(B,)`` t instead of sampling them.
         """
-        clean = self.encode_frames(target_frames)
+        if (target_frames is None) == (target_latents is None):
+            raise ValueError("pass exactly one of target_frames and target_latents")
+        clean = self.encode_frames(target_frames) if target_frames is not None else target_latents
+        assert clean is not None
         batch = clean.shape[0]
         if timesteps is None:
             gen_device = generator.device if generator is not None else clean.device

@@ -25,10 +25,19 @@ from difftalk.io.audio import SAMPLE_RATE, save_wav
 JPEG_QUALITY = 95
 
 
-def identity_of(name: str) -> str:
-    """Identity of a clip from its name: trailing ``_<digits>`` / ``_c<digits>`` parts are dropped
-    (``WDA_BarackObama_000`` → ``WDA_BarackObama``, ``id0003_c01`` → ``id0003``)."""
-    return re.sub(r"(_c?\d+)+$", "", name) or name
+DEFAULT_IDENTITY_PATTERN = r"^(.+?)(?:_c?\d+)*$"
+"""Drops trailing ``_<digits>`` / ``_c<digits>`` parts: ``WDA_BarackObama_000`` → ``WDA_BarackObama``,
+``id0003_c01`` → ``id0003``. For HDTF use :data:`HDTF_IDENTITY_PATTERN`."""
+
+HDTF_IDENTITY_PATTERN = r"^(?:WDA_|WRA_)([A-Za-z-]+?)\d*(?:_\d+)*$|^(RD_Radio\d+)(?:_\d+)*$"
+"""``WDA_AmyKlobuchar0_0`` and ``WDA_AmyKlobuchar1_2`` are one person; each radio show is its own."""
+
+
+def identity_of(name: str, pattern: str = DEFAULT_IDENTITY_PATTERN) -> str:
+    """Identity of a clip: the first non-empty group of ``pattern`` matched against its name (else the name)."""
+    match = re.match(pattern, name)
+    groups = [g for g in (match.groups() if match else ()) if g]
+    return groups[0] if groups else name
 
 
 def is_complete(clip_dir: Path) -> bool:

@@ -32,7 +32,14 @@ from difftalk.io.audio import SAMPLE_RATE, AudioError, fit_length, load_audio
 from difftalk.io.video import VideoError, iter_frames, probe_video
 from difftalk.preprocess.audio_features import compute_features, load_precomputed
 from difftalk.preprocess.crop import crop_box, crop_image, frame_to_crop
-from difftalk.preprocess.manifest import ClipWriter, assign_splits, identity_of, is_complete, write_manifest
+from difftalk.preprocess.manifest import (
+    DEFAULT_IDENTITY_PATTERN,
+    ClipWriter,
+    assign_splits,
+    identity_of,
+    is_complete,
+    write_manifest,
+)
 from difftalk.preprocess.smoothing import smooth_boxes, smooth_landmark_track
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,8 @@ class PreprocessOptions:
     detector: Literal["hog", "cnn"] = "hog"
     test_fraction: float = 0.1
     split_seed: int = 0
+    identity_pattern: str = DEFAULT_IDENTITY_PATTERN
+    """Regex whose first group is the person's identity in a clip name (identity-level split)."""
     workers: int = 2
     max_seconds: float = 0.0
     """Only the first seconds of each video (0 = all)."""
@@ -170,7 +179,7 @@ def prepare_clip(video: Path, data_dir: Path, options: PreprocessOptions) -> Cli
             else:
                 features = compute_features(audio, num_frames, backend=backend, fps=options.fps)  # type: ignore[arg-type]
             writer.write_array(f"features/{backend}", features)
-        identity = identity_of(name)
+        identity = identity_of(name, options.identity_pattern)
         if truth is not None:
             if (truth / "articulation.npy").is_file():
                 writer.write_array("articulation", np.load(truth / "articulation.npy")[:num_frames])

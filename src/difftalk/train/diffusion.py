@@ -23,13 +23,14 @@ from tqdm.auto import tqdm
 
 from difftalk.config import DiffTalkConfig, to_dict
 from difftalk.data.batch import TalkingHeadBatch, collate_samples
+from difftalk.data.clips import open_clips
 from difftalk.data.dataset import TalkingHeadDataset
 from difftalk.data.masks import latent_mask
 from difftalk.data.transforms import to_uint8
 from difftalk.diffusion.ddim import randn, sample_ddim
 from difftalk.io.image import save_image_grid
 from difftalk.models.autoencoder import Autoencoder
-from difftalk.models.difftalk import DiffTalkModel
+from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
 from difftalk.train.common import (
     STATE_NAME,
     RunDir,
@@ -43,6 +44,7 @@ from difftalk.train.common import (
     stop_everywhere,
 )
 from difftalk.train.ema import EMA
+from difftalk.train.latent_cache import build_latent_cache
 from difftalk.train.sampler import ResumableSampler
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,16 @@ def _load_autoencoder(model: DiffTalkModel, path: str) -> None:
     model.autoencoder.load_state_dict(autoencoder.state_dict(), strict=True)
 
 
-def _conditions(model: DiffTalkModel, batch: TalkingHeadBatch) -> Any:
+def _conditions(model: DiffTalkModel, batch: TalkingHeadBatch) -> DiffTalkConditions:
+    """Named conditions of a batch: cached latents as they are, frames through the frozen encoder."""
+    if batch.reference_latents is not None and batch.masked_latents is not None:
+        return DiffTalkConditions(
+            audio_features=batch.audio_features,
+            landmarks=batch.landmarks,
+            reference_latents=batch.reference_latents,
+            masked_latents=batch.masked_latents,
+        )
+    assert batch.reference_frames is not None and batch.masked_frames is not None
     return model.prepare_conditions(
         audio_features=batch.audio_features,
         landmarks=batch.landmarks,
@@ -88,6 +99,7 @@ def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, s
     """Rows target | masked | reference | generated (uint8 images) for a small batch."""
     model.eval()
     conditions = _conditions(model, batch)
+    assert batch.target_frames is not None and batch.mouth_masks is not None
     known = model.encode_frames(batch.target_frames)
     generator = torch.Generator().manual_seed(seed)
     latents = sample_ddim(
@@ -101,6 +113,7 @@ def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, s
     )
     generated = model.decode_latents(latents)
     model.train()
+    assert batch.masked_frames is not None and batch.reference_frames is not None
     return [
         list(to_uint8(batch.target_frames)),
         list(to_uint8(batch.masked_frames)),
@@ -140,10 +153,17 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     rank, world = fabric.global_rank, fabric.world_size
     run = RunDir(train.run_dir, active=fabric.is_global_zero)
     state_path = run.checkpoints / STATE_NAME
-    torch.manual_seed(train.seed + rank)
+    torch.manual_seed(train.seed)  # the same initial weights on every rank
 
     model = DiffTalkModel(config.model)
     _load_autoencoder(model, train.autoencoder)
+    torch.manual_seed(train.seed + rank)
+    fingerprint = None
+    if train.latent_cache:
+        clips = open_clips(config.data.data_dir, "train")
+        if fabric.is_global_zero:
+            fingerprint = build_latent_cache(clips, model.autoencoder, device=fabric.device, progress=progress)
+        fingerprint = fabric.broadcast(fingerprint, src=0)
     dataset = TalkingHeadDataset(
         config.data.data_dir,
         split="train",
@@ -152,6 +172,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         feature_backend=config.data.feature_backend,
         reference_min_distance=config.data.reference_min_distance,
         seed=train.seed,
+        latent_cache=fingerprint,
     )
     sampler = ResumableSampler(len(dataset), train.batch_size, rank, world, train.seed)
     loader = DataLoader(
@@ -228,7 +249,12 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             export = DiffTalkModel(config.model)
             export.load_state_dict(model.state_dict())
             ema.copy_to(export)
-            export.save_pretrained(model_dir, step=step)
+            export.save_pretrained(
+                model_dir,
+                step=step,
+                feature_backend=config.data.feature_backend,
+                sampler_steps=config.sampler.num_steps,
+            )
             logger.info("checkpoint at step %d → %s", step, run.checkpoints)
         fabric.barrier()
         return model_dir
@@ -244,7 +270,10 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
                 for group in optimizer.param_groups:
                     group["lr"] = train.learning_rate * min(1.0, (index + 1) / train.warmup_steps)
             output = fabric_model.training_loss(
-                target_frames=batch.target_frames, conditions=_conditions(model, batch), generator=generator
+                conditions=_conditions(model, batch),
+                target_frames=batch.target_frames,
+                target_latents=batch.target_latents,
+                generator=generator,
             )
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(output.loss)

@@ -1,0 +1,58 @@
+"""Options of one generation run (``difftalk generate`` / ``DiffTalkPipeline``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How a talking-head video is generated; every field has a sensible default."""
+
+    num_steps: int | None = None
+    """DDIM steps; None = the checkpoint's sampler setting."""
+    eta: float = 0.0
+    """DDIM η."""
+    progressive_reference: bool = True
+    """Use each generated frame as the reference of the next one (paper §3.3); off = the fixed reference."""
+    reference_frame: int = 0
+    """Source frame whose face is the first (or, without progressive reference, every) reference."""
+    lanes: int = 1
+    """Chunked progressive reference: frames are generated in this many parallel lanes (a batch), each
+    progressive within its chunk. 1 = fully sequential (best continuity); more = faster on GPUs."""
+    chunk: int = 16
+    """Frames per lane and super-chunk."""
+    length: Literal["audio", "video"] = "audio"
+    """Output length: the audio's (a shorter video is looped, a longer one trimmed) or the video's (the
+    audio is padded with silence or trimmed)."""
+    loop: Literal["pingpong", "loop"] = "pingpong"
+    """How a video shorter than the audio is extended: forwards-backwards, or from the start again."""
+    temporal_smoothing: float = 0.2
+    """Frame interpolation against jitter: each generated mouth is blended with the mean of its
+    neighbours with this weight (0 = off, at most 0.5)."""
+    silence_db: float = -45.0
+    """Frames whose audio (RMS over ±20 ms) is below this level get the features of digital silence,
+    which the model has learned as a closed mouth."""
+    landmarks: Literal["auto", "detector", "ground_truth"] = "auto"
+    """``auto``: the synthetic benchmark's ground truth when the reference is one of its videos, else dlib."""
+    feather: float = 0.06
+    """Soft edge of the paste-back, as a fraction of the crop size."""
+    max_side: int = 2048
+    """Reference frames whose longer side exceeds this are downscaled first (bounded memory/time)."""
+    watermark: bool = True
+    """Embed the invisible watermark in every frame (and always write provenance metadata)."""
+    seed: int = 0
+    crf: int = 18
+    """x264 quality of the output (lower is better)."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_steps is not None and self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.lanes < 1 or self.chunk < 1:
+            raise ValueError(f"lanes and chunk must be >= 1, got {self.lanes}, {self.chunk}")
+        if not 0.0 <= self.temporal_smoothing <= 0.5:
+            raise ValueError(f"temporal_smoothing must be in [0, 0.5], got {self.temporal_smoothing}")
+        if self.max_side < 64:
+            raise ValueError(f"max_side must be >= 64, got {self.max_side}")

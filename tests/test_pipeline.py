@@ -1,0 +1,224 @@
+"""Generation end to end with a tiny model: dubbing and portrait modes, paste-back, durations, audio,
+watermark after re-encoding, and every kind of bad input (a message, never a traceback or a partial file)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from difftalk.cli import main
+from difftalk.config import load_config, replace
+from difftalk.data.masks import mouth_mask
+from difftalk.io.audio import load_audio, save_wav
+from difftalk.io.video import VideoWriter, probe_video, read_frames
+from difftalk.io.watermark import verify_file
+from difftalk.models.difftalk import DiffTalkModel
+from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
+from difftalk.pipeline.generate import silent_frames
+from difftalk.pipeline.paste import feathered_mask, paste_back
+from difftalk.pipeline.source import source_indices
+from difftalk.preprocess.crop import crop_box, frame_to_crop
+from tests.fakes import astronaut_video, face_landmarks
+
+HAS_DLIB = (
+    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+)
+needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra")
+FAST = {"num_steps": 2, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    model = replace(load_config("tiny").model, {"unet.zero_init": False})  # random, but sensitive to every input
+    DiffTalkModel(model).save_pretrained(path, feature_backend="mel", sampler_steps=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    astronaut_video(root / "face.mp4", seconds=1.0)
+    t = np.arange(int(1.7 * 22050)) / 22050
+    stereo = (
+        np.stack([np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 300 * t)], 1)
+        * (np.sin(2 * np.pi * 2 * t) > 0)[:, None]
+    )
+    import soundfile as sf
+
+    sf.write(root / "speech.flac", (0.3 * stereo).astype(np.float32), 22050)  # 1.7 s, stereo, 22.05 kHz
+    cv2.imwrite(str(root / "photo.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    return root
+
+
+def test_paste_back_leaves_everything_outside_the_mouth_untouched():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    points = face_landmarks(200, 0.7) + np.array([100.0, 40.0], np.float32)
+    box = crop_box(points)
+    size = 64
+    crop = np.full((size, size, 3), 255, np.uint8)
+    weight = feathered_mask(mouth_mask(frame_to_crop(points, box, size), size), 4)
+    out = paste_back(frame, crop, box, weight)
+    changed = np.any(out != frame, axis=2)
+    assert changed.any()
+    # Every changed pixel lies inside the mouth region (mapped back to the frame).
+    hard = mouth_mask(frame_to_crop(points, box, size), size)
+    inverse = cv2.warpAffine(
+        hard, np.array([[(box[2] - box[0]) / size, 0, box[0]], [0, (box[3] - box[1]) / size, box[1]]]), (400, 300)
+    )
+    assert np.all(inverse[changed] > 0)
+    assert weight.max() == 1.0 and np.all(weight[hard == 0] == 0)
+
+
+def test_source_indices_loop_forwards_and_backwards():
+    assert source_indices(4, 10, "pingpong").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert source_indices(4, 6, "loop").tolist() == [0, 1, 2, 3, 0, 1]
+    assert source_indices(10, 3).tolist() == [0, 1, 2]
+    assert source_indices(1, 3).tolist() == [0, 0, 0]
+
+
+def test_silent_frames_are_detected():
+    audio = np.zeros(16000, np.float32)
+    audio[8000:] = 0.2 * np.sin(np.arange(8000) / 5)
+    silent = silent_frames(audio, 25, -45.0)
+    assert silent[:12].all() and not silent[13:].any()
+
+
+@needs_dlib
+def test_dubbing_writes_an_mp4_with_audio_of_the_right_length(checkpoint, media, tmp_path):
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    track = pipe.set_reference(media / "face.mp4", GenerateOptions(progress=False))
+    assert track.num_frames == 25 and track.found.all()
+    result = pipe.generate(media / "speech.flac", tmp_path / "out.mp4", GenerateOptions(**FAST))
+    info = probe_video(result.output)
+    assert info.has_audio and (info.width, info.height) == (640, 480)
+    assert abs(info.num_frames / 25 - 1.7) <= 1 / 25  # the video (25 frames) was looped to the audio
+    audio = load_audio(result.output)
+    assert abs(len(audio) / 16000 - 1.7) < 0.1
+    frames = read_frames(result.output)
+    source = read_frames(media / "face.mp4", fps=25)
+    # The face moves with the source video; far from the mouth the output equals the source (up to codecs).
+    assert np.abs(frames[5, :100].astype(int) - source[5, :100].astype(int)).mean() < 4
+    assert result.generated_frames == info.num_frames
+    verified = verify_file(result.output)
+    assert verified.watermark.found and verified.provenance is not None
+
+
+@needs_dlib
+def test_watermark_survives_reencoding(checkpoint, media, tmp_path):
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    out = pipe(media / "face.mp4", media / "speech.flac", tmp_path / "out.mp4", **FAST).output
+    with VideoWriter(tmp_path / "reencoded.mp4", fps=25, crf=28) as writer:
+        for frame in read_frames(out):
+            writer.write(cv2.resize(frame, (480, 360), interpolation=cv2.INTER_AREA))
+    result = verify_file(tmp_path / "reencoded.mp4")
+    assert result.watermark.found and result.provenance is None  # metadata gone, watermark still there
+    clean = verify_file(media / "face.mp4")
+    assert not clean.watermark.found
+
+
+@needs_dlib
+def test_portrait_mode_and_progressive_reference_switch(checkpoint, media, tmp_path):
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    a = pipe.generate(media / "speech.flac", tmp_path / "a.mp4", GenerateOptions(**FAST))
+    b = pipe.generate(media / "speech.flac", tmp_path / "b.mp4", GenerateOptions(progressive_reference=False, **FAST))
+    assert probe_video(a.output).num_frames == probe_video(b.output).num_frames == round(1.7 * 25)
+    frames_a, frames_b = read_frames(a.output), read_frames(b.output)
+    assert frames_a.shape[1:3] == (512, 512)
+    assert not np.array_equal(frames_a[-1], frames_b[-1])  # the reference chain changes later frames
+
+
+@needs_dlib
+def test_faceless_frames_pass_through_and_video_length_option(checkpoint, tmp_path):
+    face = data.astronaut()[0:400, 50:450]
+    with VideoWriter(tmp_path / "mixed.mp4", fps=25) as writer:
+        for i in range(20):
+            canvas = np.full((480, 640, 3), 90, np.uint8)
+            if not 8 <= i < 12:
+                canvas[40:440, 100:500] = face
+            writer.write(canvas)
+    save_wav(tmp_path / "short.wav", np.zeros(8000, np.float32))  # 0.5 s of silence
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    pipe.set_reference(tmp_path / "mixed.mp4", GenerateOptions(progress=False))
+    result = pipe.generate(tmp_path / "short.wav", tmp_path / "out.mp4", GenerateOptions(length="video", **FAST))
+    assert result.num_frames == 20 and result.generated_frames == 16
+    out, source = read_frames(result.output), read_frames(tmp_path / "mixed.mp4")
+    assert np.abs(out[9].astype(int) - source[9].astype(int)).mean() < 2  # passed through (watermark + codec)
+
+
+def _fails(args, caplog, message, output):
+    caplog.clear()
+    assert main(args) == 2
+    assert message in caplog.text, caplog.text
+    assert "Traceback" not in caplog.text
+    assert not output.exists() and not list(output.parent.glob(".*partial*"))
+
+
+@needs_dlib
+def test_bad_inputs_give_clear_messages(checkpoint, media, tmp_path, caplog):
+    out = tmp_path / "out.mp4"
+    base = ["generate", "--checkpoint", str(checkpoint), "-o", str(out), "--steps", "1", "--no-progress"]
+    ref, speech = ["--reference", str(media / "face.mp4")], ["--audio", str(media / "speech.flac")]
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 100)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    save_wav(tmp_path / "speech.wav", np.zeros(1600, np.float32))
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((300, 300, 3), 128, np.uint8))
+    (tmp_path / "not_a_ckpt").mkdir()
+    _fails([*base, "--reference", str(tmp_path / "corrupt.mp4"), *speech], caplog, "not a readable video", out)
+    _fails([*base, "--reference", str(tmp_path / "missing.mp4"), *speech], caplog, "does not exist", out)
+    _fails([*base, "--reference", str(tmp_path / "speech.wav"), *speech], caplog, "no video stream", out)
+    _fails([*base, *ref, "--audio", str(tmp_path / "empty.wav")], caplog, "empty", out)
+    _fails([*base, *ref, "--audio", str(tmp_path / "corrupt.wav")], caplog, "not a readable media file", out)
+    _fails(
+        [*base, *ref, "--audio", str(media / "face.mp4").replace("face", "face")[:-4] + "_none.mp4"],
+        caplog,
+        "does not exist",
+        out,
+    )
+    video_only = tmp_path / "video_only.mp4"
+    with VideoWriter(video_only, fps=25) as writer:
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    _fails([*base, *ref, "--audio", str(video_only)], caplog, "no audio track", out)
+    _fails([*base, "--reference", str(blank), *speech], caplog, "no face found", out)
+    bad_ckpt = ["generate", "--checkpoint", str(tmp_path / "not_a_ckpt"), "-o", str(out), *ref, *speech]
+    _fails(bad_ckpt, caplog, "not a difftalk checkpoint", out)
+
+
+@needs_dlib
+def test_odd_but_valid_inputs_give_valid_outputs(checkpoint, media, tmp_path):
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    # A one-frame video is a photo.
+    with VideoWriter(tmp_path / "one.mp4", fps=25) as writer:
+        writer.write(np.ascontiguousarray(data.astronaut()[0:400, 50:450]))
+    noise = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)  # non-speech audio
+    result = pipe(tmp_path / "one.mp4", noise, tmp_path / "one_out.mp4", **FAST)
+    assert result.num_frames == 25 and probe_video(result.output).has_audio
+    # Several faces: the more prominent one is lip-synced, and the run succeeds.
+    crop = data.astronaut()[0:400, 50:450]
+    big = cv2.resize(crop, (520, 520), interpolation=cv2.INTER_CUBIC)  # face ≈ 117 px
+    with VideoWriter(tmp_path / "two.mp4", fps=25) as writer:
+        for _ in range(8):
+            canvas = np.full((540, 960, 3), 90, np.uint8)
+            canvas[10:530, 20:540] = big
+            canvas[70:470, 550:950] = crop  # face ≈ 90 px
+            writer.write(canvas)
+    track = pipe.set_reference(tmp_path / "two.mp4", GenerateOptions(progress=False))
+    centres = (track.boxes[:, 0] + track.boxes[:, 2]) / 2
+    assert track.found.all() and (centres < 540).all()
+    assert pipe.generate(noise[:4000], tmp_path / "two_out.mp4", GenerateOptions(**FAST)).generated_frames == 6
+    # A huge photo is downscaled, not refused.
+    huge = np.full((8000, 8000, 3), 200, np.uint8)
+    huge[2000:6000, 2000:6000] = cv2.resize(data.astronaut(), (4000, 4000))
+    cv2.imwrite(str(tmp_path / "huge.jpg"), cv2.cvtColor(huge, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    result = pipe(tmp_path / "huge.jpg", np.zeros(4000, np.float32), tmp_path / "huge.mp4", max_side=768, **FAST)
+    assert probe_video(result.output).width == 768
