@@ -123,6 +123,18 @@ class DiffTalkPipeline:
         steps = int(extra.get("sampler_steps", 50))
         return cls(model, backend, steps, str(directory), device=device, dtype=dtype)
 
+    def optimize(self, channels_last: bool = True, compile_unet: bool = False) -> DiffTalkPipeline:
+        """Speed switches for GPUs: channels-last memory layout and ``torch.compile`` of the UNet.
+
+        ``torch.compile`` pays off for long videos (compilation takes tens of seconds once); it is
+        skipped with a warning where no compiler toolchain is usable.
+        """
+        if channels_last:
+            self.model.unet.to(memory_format=torch.channels_last)
+        if compile_unet:
+            self.model.unet = torch.compile(self.model.unet, dynamic=False)
+        return self
+
     # ---------------------------------------------------------------------------------------------
 
     def set_reference(self, reference: str | Path, options: GenerateOptions | None = None) -> ReferenceTrack:

@@ -1,0 +1,1 @@
+"""Speed, memory and quality benchmarks; each writes its results to benchmarks/results/."""
