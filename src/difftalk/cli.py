@@ -209,6 +209,44 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from difftalk.evaluate import evaluate_results
+
+    evaluate_results(
+        args.results_dir,
+        args.data,
+        args.syncnet,
+        lpips_weights=args.lpips_weights,
+        device=args.device or "cpu",
+        progress=not args.no_progress,
+    )
+    logger.info("wrote %s/metrics.json and metrics.md", args.results_dir)
+    return 0
+
+
+def _cmd_train_syncnet(args: argparse.Namespace) -> int:
+    import yaml
+
+    from difftalk.config import from_dict, replace, to_dict
+    from difftalk.models.syncnet import syncnet_preset
+    from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
+
+    config = SyncNetTrainConfig(model=syncnet_preset(args.preset))
+    if args.config:
+        from difftalk.config import load_yaml
+
+        config = from_dict(SyncNetTrainConfig, {**to_dict(config), **load_yaml(args.config)})
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if overrides:
+        config = replace(config, overrides)
+    result = train_syncnet(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; expert → %s", result.step, result.model_dir)
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from difftalk.io.watermark import verify_file
 
@@ -392,6 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device", help="torch device (default: cpu)")
     bench.set_defaults(handler=_cmd_benchmark)
+
+    evaluate = sub.add_parser("evaluate", help="score a results folder: image, sync, landmark, articulation, jitter")
+    evaluate.add_argument("results_dir", help="folder written by `difftalk benchmark`")
+    evaluate.add_argument("--data", help="prepared dataset (default: the one named in results.json)")
+    evaluate.add_argument("--syncnet", help="SyncNet expert: a train-syncnet folder or a public syncnet_v2.model")
+    evaluate.add_argument("--lpips-weights", help="folder with alexnet*.pth + alex.pth (else LPIPS is unavailable)")
+    evaluate.add_argument("--device", help="torch device (default: cpu)")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    syncnet = sub.add_parser("train-syncnet", help="train the audio-visual sync expert on a prepared dataset")
+    syncnet.add_argument("--data", required=True, help="prepared dataset")
+    syncnet.add_argument("--run-dir", required=True, help="run folder")
+    syncnet.add_argument("--preset", choices=["small", "syncnet_v2"], default="small", help="architecture")
+    syncnet.add_argument("--config", help="YAML with SyncNetTrainConfig fields")
+    syncnet.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. steps=600")
+    syncnet.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    syncnet.add_argument("--no-progress", action="store_true")
+    syncnet.set_defaults(handler=_cmd_train_syncnet)
 
     verify = sub.add_parser("verify", help="check a video for the difftalk watermark and provenance metadata")
     verify.add_argument("file", help="video file (also after re-encoding)")

@@ -37,11 +37,18 @@ from difftalk.data.clips import Clip, DatasetError, load_manifest, open_clips
 from difftalk.data.masks import mouth_box
 from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.io.video import VideoError, iter_frames, probe_video
-from difftalk.metrics.articulation import ArticulationProbe, articulation_error, load_or_train_probe, mouth_patch
-from difftalk.metrics.articulation import predict_articulation as _predict
+from difftalk.metrics.articulation import (
+    ArticulationProbe,
+    ProbeConfig,
+    articulation_error,
+    load_or_train_probe,
+    mouth_patch,
+    predict_articulation,
+)
 from difftalk.metrics.image import ImageQuality
 from difftalk.metrics.landmarks import LandmarkDistance, MouthLandmarker, load_landmarker
 from difftalk.metrics.lpips import LPIPS, load_lpips
+from difftalk.metrics.sync import FPS as SYNC_FPS
 from difftalk.metrics.sync import VSHIFT, SyncAccumulator, SyncScore
 from difftalk.metrics.temporal import JitterAccumulator, save_heat_maps
 from difftalk.models.syncnet import SyncNet, load_syncnet
@@ -132,6 +139,11 @@ def _sync_metrics(score: SyncScore | None, suffix: str = "") -> dict[str, float 
     }
 
 
+def _articulation(probe: ArticulationProbe, crops: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
+    patches = [mouth_patch(crop, points, probe.config) for crop, points in zip(crops, landmarks, strict=True)]
+    return predict_articulation(probe, patches)
+
+
 def evaluate_clip(
     entry: dict[str, Any],
     results_dir: Path,
@@ -183,8 +195,8 @@ def evaluate_clip(
     jitter_gt = JitterAccumulator() if self_driven else None
     sync = SyncAccumulator(models.syncnet, device=device) if models.syncnet is not None else None
     sync_gt = SyncAccumulator(models.syncnet, device=device) if models.syncnet is not None and self_driven else None
-    patches: list[np.ndarray] = []
-    patches_gt: list[np.ndarray] = []
+    predicted: list[np.ndarray] = []  # (n, 5) per window: articulation read off the generated mouths
+    predicted_gt: list[np.ndarray] = []
     done = 0
     for chunk in _windows(iter_frames(video, fps), window, count):
         indices = range(start + done, start + done + len(chunk))
@@ -195,7 +207,7 @@ def evaluate_clip(
         if sync is not None:
             sync.add(np.stack(crops))
         if models.probe is not None:
-            patches += [mouth_patch(c, p, models.probe.config) for c, p in zip(crops, landmarks, strict=True)]
+            predicted.append(_articulation(models.probe, crops, landmarks))
         if self_driven:
             truth = [clip.read_frame(i) for i in indices]
             assert quality is not None and jitter_gt is not None
@@ -206,7 +218,7 @@ def evaluate_clip(
             if sync_gt is not None:
                 sync_gt.add(np.stack(truth))
             if models.probe is not None:
-                patches_gt += [mouth_patch(t, p, models.probe.config) for t, p in zip(truth, landmarks, strict=True)]
+                predicted_gt.append(_articulation(models.probe, truth, landmarks))
         done += len(chunk)
     if done < count:
         logger.warning("%s: the video has %d frames, results.json says %d; scoring %d", video, done, count, done)
@@ -222,11 +234,11 @@ def evaluate_clip(
     if sync_gt is not None:
         metrics.update(_sync_metrics(sync_gt.finish(audio, vshift), "_gt"))
     truth_articulation = audio_clip.articulation
-    if models.probe is not None and truth_articulation is not None and patches:
+    if truth_articulation is not None and predicted:
         target = truth_articulation[audio_start : audio_start + done]
-        metrics.update(articulation_error(_predict(models.probe, patches), target).as_dict())
-        if patches_gt:
-            floor = articulation_error(_predict(models.probe, patches_gt), target)
+        metrics.update(articulation_error(np.concatenate(predicted), target).as_dict())
+        if predicted_gt:
+            floor = articulation_error(np.concatenate(predicted_gt), target)
             metrics.update({"articulation_mae_gt": floor.mae, "jaw_corr_gt": floor.jaw_corr})
     metrics["jitter"] = jitter.jitter
     heat_map = None
@@ -251,6 +263,7 @@ def load_models(
     articulation: bool,
     probe_cache_dir: str | Path | None,
     device: torch.device | str,
+    probe_config: ProbeConfig | None = None,
 ) -> Models:
     """Load (or, for the articulation probe, train and cache) every scorer; record what is unavailable."""
     models = Models()
@@ -272,7 +285,7 @@ def load_models(
     else:
         models.unavailable["lmd"] = "disabled"
     if articulation:
-        models.probe = load_or_train_probe(data_dir, probe_cache_dir)
+        models.probe = load_or_train_probe(data_dir, probe_cache_dir, probe_config)
         if models.probe is not None:
             models.probe.to(device)
         else:
@@ -363,6 +376,7 @@ def evaluate_results(
     landmarks: bool = True,
     articulation: bool = True,
     probe_cache_dir: str | Path | None = None,
+    probe_config: ProbeConfig | None = None,
     heat_maps: bool = True,
     window: int = 32,
     vshift: int = VSHIFT,
@@ -380,6 +394,7 @@ def evaluate_results(
         landmarks: compute LMD (needs dlib).
         articulation: compute the articulation error (synthetic data; trains and caches the probe once).
         probe_cache_dir: where the probe is cached (default ``DATA_DIR/cache``).
+        probe_config: architecture and training of the probe (default :class:`ProbeConfig`).
         heat_maps: write ``RESULTS/heatmaps/<clip>.png``.
         window: frames decoded and scored at a time (memory bound).
         vshift: SyncNet offset search range in frames.
@@ -395,7 +410,12 @@ def evaluate_results(
     manifest = load_manifest(data_path)
     fps = float(manifest.get("fps", 25.0))
     clips = {clip.name: clip for clip in open_clips(data_path, "all")}
-    models = load_models(data_path, syncnet, lpips_weights, landmarks, articulation, probe_cache_dir, device)
+    models = load_models(
+        data_path, syncnet, lpips_weights, landmarks, articulation, probe_cache_dir, device, probe_config
+    )
+    if models.syncnet is not None and abs(fps - SYNC_FPS) > 1e-6:
+        models.syncnet = None
+        models.unavailable["lse"] = f"the dataset is at {fps} fps; the SyncNet protocol needs {SYNC_FPS} fps"
     scored: list[ClipResult] = []
     for entry in tqdm(results["clips"], desc="evaluate", unit="clip", disable=not progress):
         try:

@@ -1,7 +1,10 @@
 """Temporal stability: adjacent-frame differences in the mouth region, and their heat map (paper Fig. 5).
 
 Stage ⑦. For crops ``x_t`` (uint8 RGB, ``t = 0 … N−1``) the per-pixel change is
-``Δ_t(p) = mean_c |x_t(p, c) − x_{t−1}(p, c)|`` (intensity levels, 0–255). Then
+``Δ_t(p) = max(mean_c |x_t(p, c) − x_{t−1}(p, c)| − τ, 0)`` (intensity levels, 0–255), where the noise
+floor ``τ`` (default 4 levels) discounts frame-independent codec noise: without it the JPEG noise of the
+prepared ground-truth frames alone makes the real video look ~25 % jitterier than its own H.264 copy
+(ratio 0.76 on the synthetic benchmark; 0.97 with τ = 4, while shuffled frames give ≈ 11). Then
 
 * **jitter** = ``mean_{t ≥ 1} mean_{p ∈ M_t} Δ_t(p)`` with ``M_t`` the mouth box of frame t
   (:func:`difftalk.data.masks.mouth_box`); reported for the generated frames and for the ground truth
@@ -25,9 +28,14 @@ from difftalk.io.image import save_image_grid
 
 
 class JitterAccumulator:
-    """Adjacent-frame differences of a stream of crops (all of one size)."""
+    """Adjacent-frame differences of a stream of crops (all of one size).
 
-    def __init__(self) -> None:
+    Args:
+        noise_floor: ``τ``; per-pixel differences up to this many levels count as noise.
+    """
+
+    def __init__(self, noise_floor: float = 4.0) -> None:
+        self.noise_floor = noise_floor
         self._previous: np.ndarray | None = None
         self._heat: np.ndarray | None = None
         self._mouth_sum = 0.0
@@ -42,7 +50,7 @@ class JitterAccumulator:
             if self._previous is not None:
                 if current.shape != self._previous.shape:
                     raise ValueError(f"frame size changed from {self._previous.shape} to {current.shape}")
-                change = np.abs(current - self._previous).mean(axis=2)
+                change = np.maximum(np.abs(current - self._previous).mean(axis=2) - self.noise_floor, 0.0)
                 if self._heat is None:
                     self._heat = np.zeros(change.shape, dtype=np.float64)
                 self._heat += change
@@ -62,9 +70,11 @@ class JitterAccumulator:
         return self._heat / self.num_differences if self._heat is not None and self.num_differences else None
 
 
-def temporal_jitter(frames: Sequence[np.ndarray], mouth_boxes: Sequence[tuple[int, int, int, int]]) -> float | None:
+def temporal_jitter(
+    frames: Sequence[np.ndarray], mouth_boxes: Sequence[tuple[int, int, int, int]], noise_floor: float = 4.0
+) -> float | None:
     """Mouth-region jitter of a short frame sequence (see the module docstring)."""
-    accumulator = JitterAccumulator()
+    accumulator = JitterAccumulator(noise_floor)
     accumulator.add(frames, mouth_boxes)
     return accumulator.jitter
 
