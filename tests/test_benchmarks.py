@@ -56,3 +56,12 @@ def test_bench_preprocess_smoke(tmp_path, monkeypatch):
     _run(bench_preprocess, ["--seconds", "0.8", "--out", str(tmp_path)], monkeypatch)
     rows = json.loads((tmp_path / "preprocess.json").read_text())["rows"]
     assert [r["videos"] for r in rows] == [1, 2] and all(r["faces_found"] == 20 * r["videos"] for r in rows)
+
+
+def test_bench_train_step_smoke(prepared_dataset, tmp_path, monkeypatch):
+    from benchmarks import bench_train_step
+
+    argv = ["--data", str(prepared_dataset), "--config", "tiny", "--steps", "4", "--out", str(tmp_path)]
+    _run(bench_train_step, argv, monkeypatch)
+    rates = json.loads((tmp_path / "train_step_cpu.json").read_text())["samples_per_second"]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates.values())

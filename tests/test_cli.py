@@ -48,7 +48,7 @@ def test_bad_config_is_a_message_not_a_traceback(caplog, tmp_path):
 
 
 def test_demo_runs_end_to_end_quickly(tmp_path):
-    from difftalk.demo import run_demo
+    from difftalk.demo_toy import run_demo
 
     result = run_demo(out_dir=tmp_path, steps=3, progress=False)
     assert result.grid_path.is_file() and result.grid_path.stat().st_size > 0

@@ -166,3 +166,20 @@ def open_clips(data_dir: str | Path, split: str = "all") -> list[Clip]:
     if not clips:
         raise DatasetError(f"{data_dir} has no clips in split '{split}'")
     return clips
+
+
+def frame_index(clips: list[Clip], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(clip index, frame index) of every frame with a face, as two flat int32 arrays.
+
+    Flat arrays, not Python lists of tuples: under forked DataLoader workers, list elements'
+    reference counts dirty every page (copy-on-write), which is how host memory used to grow.
+
+    Raises:
+        DatasetError: no clip has a frame with a face (``where`` names the data in the message).
+    """
+    counts = [len(c.valid_frames) for c in clips]
+    clip_of = np.repeat(np.arange(len(clips), dtype=np.int32), counts)
+    frame_of = np.concatenate([c.valid_frames for c in clips]).astype(np.int32) if clips else np.zeros(0, np.int32)
+    if frame_of.size == 0:
+        raise DatasetError(f"{where} has no frames with a face")
+    return clip_of, frame_of

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from difftalk.data.batch import TalkingHeadBatch
-from difftalk.data.clips import Clip, DatasetError, open_clips
+from difftalk.data.clips import Clip, frame_index, open_clips
 from difftalk.data.masks import apply_mask, mouth_mask
 from difftalk.data.transforms import to_tensor
 from difftalk.preprocess.landmarks import condition_landmarks
@@ -63,12 +63,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         self.seed = seed
         self.latent_cache = latent_cache
         self.epoch = 0
-        counts = [len(c.valid_frames) for c in self.clips]
-        # Two flat int arrays (not Python lists of tuples) keep worker memory flat under fork.
-        self._clip_of = np.repeat(np.arange(len(self.clips), dtype=np.int32), counts)
-        self._frame_of = np.concatenate([c.valid_frames for c in self.clips]).astype(np.int32)
-        if self._frame_of.size == 0:
-            raise DatasetError(f"{data_dir} ({split}) has no frames with a face")
+        self._clip_of, self._frame_of = frame_index(self.clips, f"{data_dir} ({split})")
         for clip in self.clips:
             clip.features(feature_backend)  # fail early with a clear message if a backend is missing
         short = [c.name for c in self.clips if c.num_frames <= 2 * reference_min_distance]

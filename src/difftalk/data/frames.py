@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from difftalk.data.clips import Clip, DatasetError, open_clips
+from difftalk.data.clips import Clip, frame_index, open_clips
 from difftalk.data.transforms import to_tensor
 
 
@@ -23,11 +23,7 @@ class FrameDataset(Dataset[torch.Tensor]):
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
-        counts = [len(c.valid_frames) for c in self.clips]
-        self._clip_of = np.repeat(np.arange(len(self.clips), dtype=np.int32), counts)
-        self._frame_of = np.concatenate([c.valid_frames for c in self.clips]).astype(np.int32)
-        if self._frame_of.size == 0:
-            raise DatasetError(f"{data_dir} ({split}) has no frames with a face")
+        self._clip_of, self._frame_of = frame_index(self.clips, f"{data_dir} ({split})")
 
     def __len__(self) -> int:
         return int(self._frame_of.size)

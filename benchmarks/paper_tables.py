@@ -1,0 +1,207 @@
+"""Reproduce the paper's ablations on held-out synthetic identities, each table by one command.
+
+    python benchmarks/paper_tables.py --table smoothing     # Table 1: audio smoothing on/off
+    python benchmarks/paper_tables.py --table progressive   # Table 2: progressive reference on/off
+    python benchmarks/paper_tables.py --table conditions    # Figure 6: A, A+L, A+L+R, A+L+M, A+L+M+R
+    python benchmarks/paper_tables.py --table baselines     # Table 3: vs no-change and static-mouth baselines
+    python benchmarks/paper_tables.py --table context       # one [a; l] token vs multi-token context
+    python benchmarks/paper_tables.py --table all
+
+Every variant is trained with the same recipe and budget at "ablation scale" (the ``synth_128``
+preset with a 2.2M-parameter UNet, ``--steps`` steps, the autoencoder of the main run), then the
+held-out identities are generated self-driven (pixel ground truth) and cross-driven (another clip's
+audio) and scored by ``difftalk evaluate`` with the sync expert trained on the same data. Runs that
+exist are reused, so a table can be rebuilt after an interruption. Writes
+benchmarks/results/paper_<table>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import write_results
+from difftalk.config import load_config, replace
+from difftalk.evaluate import evaluate_results
+from difftalk.models.syncnet import syncnet_preset
+from difftalk.pipeline.benchmark import run_benchmark
+from difftalk.pipeline.options import GenerateOptions
+from difftalk.train.diffusion import train_diffusion
+from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
+
+logger = logging.getLogger("paper_tables")
+
+ABLATION_SCALE: dict[str, Any] = {
+    "model.unet.block_out_channels": [32, 64, 128],
+    "model.unet.layers_per_block": 1,
+    "model.unet.attention_levels": [False, True, True],
+    "train.learning_rate": 3e-4,
+    "train.warmup_steps": 100,
+    "train.sample_every": 0,
+    "train.checkpoint_every": 250,
+    "train.log_every": 25,
+    "train.ema_decay": 0.995,
+}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_smoothing": {"model.audio_encoder.temporal_filter": "none"},
+    "conv_softmax_smoothing": {"model.audio_encoder.temporal_filter": "conv_softmax"},
+    "A": {"model.use_landmarks": False, "model.use_reference": False, "model.use_masked_target": False},
+    "A+L": {"model.use_reference": False, "model.use_masked_target": False},
+    "A+L+R": {"model.use_masked_target": False},
+    "A+L+M": {"model.use_reference": False},
+    "multi_token": {"model.context": "multi_token"},
+}
+
+TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    # (row label, variant, generation options)
+    "smoothing": [
+        ("self-attention smoothing (paper)", "full", {}),
+        ("conv + softmax smoothing (official code)", "conv_softmax_smoothing", {}),
+        ("no smoothing", "no_smoothing", {}),
+    ],
+    "progressive": [
+        ("progressive reference (paper)", "full", {}),
+        ("fixed reference", "full", {"progressive_reference": False}),
+    ],
+    "conditions": [
+        ("A", "A", {}),
+        ("A+L", "A+L", {}),
+        ("A+L+R", "A+L+R", {}),
+        ("A+L+M", "A+L+M", {}),
+        ("A+L+M+R (full)", "full", {}),
+    ],
+    "baselines": [
+        ("no change (source video)", "source", {}),
+        ("static mouth (copy reference)", "static", {}),
+        ("difftalk (ablation scale)", "full", {}),
+    ],
+    "context": [
+        ("one [a; l] token (official)", "full", {}),
+        ("multi-token context", "multi_token", {}),
+    ],
+}
+
+COLUMNS = [
+    ("psnr_mouth", "PSNR mouth ↑"),
+    ("ssim_mouth", "SSIM mouth ↑"),
+    ("lse_c", "LSE-C ↑"),
+    ("lse_d", "LSE-D ↓"),
+    ("articulation_mae", "artic. MAE ↓"),
+    ("jaw_corr", "jaw r ↑"),
+    ("jitter_ratio", "jitter ratio →1"),
+]
+
+
+def ensure_syncnet(data: str, root: Path, steps: int) -> Path:
+    """The sync expert used by every table (trained once on the same data)."""
+    run_dir = root / "syncnet"
+    model_dir = run_dir / "checkpoints" / "syncnet"
+    if not (model_dir / "config.json").is_file():
+        config = SyncNetTrainConfig(model=syncnet_preset("small"), steps=steps)
+        train_syncnet(config, data, run_dir, progress=False)
+    return model_dir
+
+
+def ensure_model(variant: str, data: str, root: Path, steps: int, autoencoder: str) -> Path:
+    """Train the ablation-scale model of ``variant`` unless it is already trained."""
+    run_dir = root / "runs" / variant
+    model_dir = run_dir / "checkpoints" / "model"
+    final = run_dir / "final.json"
+    if final.is_file() and json.loads(final.read_text())["step"] >= steps:
+        return model_dir
+    overrides = {**ABLATION_SCALE, **VARIANTS[variant], "train.steps": steps, "train.run_dir": str(run_dir)}
+    overrides |= {"data.data_dir": data, "train.autoencoder": autoencoder}
+    config = replace(load_config("synth_128"), overrides)
+    logger.info("training %s for %d steps", variant, steps)
+    train_diffusion(config, progress=False)
+    return model_dir
+
+
+def score(name: str, variant: str, model: Path | None, options: dict[str, Any], args: argparse.Namespace,
+          syncnet: Path) -> dict[str, Any]:  # fmt: skip
+    """Benchmark + evaluate one row, self-driven and cross-driven (cached by what was run, not by label)."""
+    row: dict[str, Any] = {"row": name, "variant": variant, "options": options}
+    method = variant if variant in ("source", "static") else "difftalk"
+    tag = "_".join([variant.replace("+", "p"), *(f"{k}-{v}" for k, v in sorted(options.items()))])
+    for mode in ("self", "cross"):
+        out = Path(args.root) / "results" / f"{tag}_{mode}"
+        if not (out / "metrics.json").is_file():
+            run_benchmark(
+                args.data,
+                out,
+                checkpoint=model,
+                method=method,  # type: ignore[arg-type]
+                seconds=args.seconds,
+                cross_audio=mode == "cross",
+                options=GenerateOptions(num_steps=args.ddim_steps, lanes=args.lanes, **options),
+                max_clips=args.max_clips,
+            )
+            evaluate_results(out, args.data, syncnet, progress=False)
+        metrics = json.loads((out / "metrics.json").read_text())
+        summary = metrics.get("summary", metrics.get("mean", {}))
+        key = "self_driven" if mode == "self" else "cross_driven"
+        row[mode] = summary.get(key, summary)
+    return row
+
+
+def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def value(part: dict[str, Any], key: str) -> str:
+        v = part.get(key)
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+
+    lines = [
+        f"# {table}",
+        "",
+        f"`python benchmarks/paper_tables.py --table {table}` — held-out synthetic identities, "
+        f"{args.seconds:g} s per clip, DDIM {args.ddim_steps}, ablation scale ({args.steps} steps each).",
+        "",
+        "| variant | "
+        + " | ".join(f"{label} (self)" for _, label in COLUMNS[:2])
+        + " | "
+        + " | ".join(f"{label} (self / cross)" for _, label in COLUMNS[2:])
+        + " |",
+        "|---" * (1 + len(COLUMNS)) + "|",
+    ]
+    for row in rows:
+        cells = [value(row["self"], key) for key, _ in COLUMNS[:2]]
+        cells += [f"{value(row['self'], key)} / {value(row['cross'], key)}" for key, _ in COLUMNS[2:]]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", choices=[*TABLES, "all"], default="all")
+    parser.add_argument("--data", default="data/synth128")
+    parser.add_argument("--autoencoder", default="runs/synth_128_autoencoder/checkpoints/autoencoder")
+    parser.add_argument("--root", default="runs/paper_tables", help="where runs and results go")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
+    parser.add_argument("--syncnet-steps", type=int, default=1500)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds generated per held-out clip")
+    parser.add_argument("--ddim-steps", type=int, default=20)
+    parser.add_argument("--lanes", type=int, default=4)
+    parser.add_argument("--max-clips", type=int, help="only the first held-out clips")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    root = Path(args.root)
+    syncnet = ensure_syncnet(args.data, root, args.syncnet_steps)
+    for table in TABLES if args.table == "all" else [args.table]:
+        rows = []
+        for label, variant, options in TABLES[table]:
+            model = None
+            if variant not in ("source", "static"):
+                model = ensure_model(variant, args.data, root, args.steps, args.autoencoder)
+            rows.append(score(label, variant, model, options, args, syncnet))
+        markdown = table_markdown(table, rows, args)
+        write_results(f"paper_{table}", {"table": table, "rows": rows}, markdown, out_dir=args.out)
+        print(markdown)
+
+
+if __name__ == "__main__":
+    main()
