@@ -18,6 +18,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from difftalk.demo import DEMO_MODEL
+
+    if not args.toy and not (DEMO_MODEL / "weights.safetensors").is_file():
+        logger.warning("the shipped demo model is not in %s: running the toy demo instead", DEMO_MODEL)
+        args.toy = True
     if args.toy:
         from difftalk.demo_toy import run_demo as run_toy
 
