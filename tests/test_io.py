@@ -1,0 +1,109 @@
+"""Media I/O: round trips, frame-rate resampling, rotation metadata, random access, atomic writes, audio loading."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from difftalk.io.audio import AudioError, fit_length, load_audio, save_wav
+from difftalk.io.video import FrameReader, VideoError, VideoWriter, iter_frames, probe_video, read_frames
+
+
+def _counter_video(path, fps=30.0, frames=60, size=(48, 64)):
+    """Frame i is a flat image whose grey level encodes i (robust to compression)."""
+    with VideoWriter(path, fps=fps) as writer:
+        for i in range(frames):
+            writer.write(np.full((*size, 3), (i * 4) % 256, np.uint8))
+
+
+def test_video_round_trip_with_audio(tmp_path):
+    t = np.arange(32000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t)).astype(np.float32)
+    with VideoWriter(tmp_path / "a.mp4", fps=25, audio=audio, metadata={"comment": "hello"}) as writer:
+        for i in range(50):
+            writer.write(np.full((63, 65, 3), i * 5, np.uint8))  # odd sizes are padded to even
+    info = probe_video(tmp_path / "a.mp4")
+    assert (info.fps, info.num_frames, info.has_audio) == (25.0, 50, True)
+    assert (info.width, info.height) == (66, 64)
+    decoded = load_audio(tmp_path / "a.mp4")[:32000]
+    lag = max(range(-200, 200), key=lambda k: float(np.dot(np.roll(decoded, -k), audio)))
+    assert lag == 0 and np.corrcoef(decoded, audio)[0, 1] > 0.99
+
+
+def test_resampling_to_25_fps_keeps_time(tmp_path):
+    _counter_video(tmp_path / "v.mp4", fps=30, frames=60)  # 2 s
+    frames = read_frames(tmp_path / "v.mp4", fps=25)
+    assert len(frames) == 50
+    levels = frames[:, 0, 0, 0].astype(int)
+    expected = np.round(np.arange(50) / 25 * 30) * 4  # the source frame nearest to each output time
+    assert np.abs(levels - expected).max() <= 6
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, :8] = 255  # a white band on the left of a landscape frame
+    with VideoWriter(tmp_path / "plain.mp4", fps=25) as writer:
+        for _ in range(3):
+            writer.write(image)
+    data = bytearray((tmp_path / "plain.mp4").read_bytes())
+    box = data.find(b"tkhd")
+    version = data[box + 4]
+    matrix = box + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    # The display matrix a phone writes for a 90° clockwise display rotation.
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    (tmp_path / "rotated.mp4").write_bytes(bytes(data))
+    info = probe_video(tmp_path / "rotated.mp4")
+    assert (info.width, info.height) == (32, 64)
+    frame = read_frames(tmp_path / "rotated.mp4")[0]
+    assert frame.shape == (64, 32, 3)
+    assert frame[:6].mean() > 200 and frame[-20:].mean() < 40  # the left edge is now on top
+
+
+def test_frame_reader_random_access_matches_streaming(tmp_path):
+    _counter_video(tmp_path / "v.mp4", fps=30, frames=90)
+    frames = read_frames(tmp_path / "v.mp4", fps=25)
+    reader = FrameReader(tmp_path / "v.mp4", fps=25, block=8)
+    order = [*range(len(frames)), *reversed(range(len(frames))), 40, 3, 70]
+    assert all(np.array_equal(reader[k], frames[k]) for k in order)
+    assert len(reader._cache) <= 16  # bounded memory
+    with pytest.raises(IndexError):
+        reader[len(frames) + 3]
+
+
+def test_writer_is_atomic(tmp_path):
+    path = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(path, fps=25) as writer:
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+        raise RuntimeError("interrupted")
+    assert not path.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="uint8"):
+        VideoWriter(tmp_path / "x.mp4").write(np.zeros((16, 16, 3), np.float32))
+
+
+def test_audio_loading_formats_rates_and_channels(tmp_path):
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 300 * t)], 1).astype(np.float32) * 0.5
+    sf.write(tmp_path / "s.flac", stereo, 44100)
+    sf.write(tmp_path / "s.ogg", stereo, 44100)
+    for name in ("s.flac", "s.ogg"):
+        audio = load_audio(tmp_path / name)
+        assert audio.dtype == np.float32 and abs(len(audio) - 16000) <= 2 and 0.3 < np.abs(audio).max() < 0.6
+    save_wav(tmp_path / "m.wav", np.zeros(800, np.float32))
+    assert len(load_audio(tmp_path / "m.wav")) == 800
+    assert len(fit_length(np.ones(10, np.float32), 4)) == 4 and fit_length(np.ones(2, np.float32), 4)[-1] == 0
+
+
+def test_bad_media_errors(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.mp4").write_bytes(b"junk" * 50)
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(tmp_path / "empty.wav")
+    with pytest.raises(FileNotFoundError):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(VideoError, match="not a readable video"):
+        probe_video(tmp_path / "junk.mp4")
+    with pytest.raises(VideoError):
+        list(iter_frames(tmp_path / "junk.mp4"))
