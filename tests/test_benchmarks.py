@@ -65,3 +65,12 @@ def test_bench_train_step_smoke(prepared_dataset, tmp_path, monkeypatch):
     _run(bench_train_step, argv, monkeypatch)
     rates = json.loads((tmp_path / "train_step_cpu.json").read_text())["samples_per_second"]
     assert len(rates) == 2 and all(rate > 0 for rate in rates.values())
+
+
+@needs_dlib
+def test_bench_generate_memory_smoke(tmp_path, monkeypatch):
+    from benchmarks import bench_generate_memory
+
+    _run(bench_generate_memory, ["--minutes", "0.05", "--out", str(tmp_path)], monkeypatch)
+    data = json.loads((tmp_path / "generate_memory.json").read_text())
+    assert data["frames"] == 75 and data["rss_mb_end"] > 0

@@ -12,7 +12,7 @@ from difftalk.cli import build_parser, main
 
 COMMANDS = [
     "demo", "info", "convert-ldm-vq", "synth", "preprocess", "train", "train-autoencoder",
-    "generate", "verify", "benchmark", "hdtf-clips", "evaluate", "train-syncnet",
+    "generate", "verify", "benchmark", "hdtf-clips", "evaluate", "train-syncnet", "train-lipgan",
 ]  # fmt: skip
 
 

@@ -157,3 +157,19 @@ def test_diffusion_training_uses_a_trained_autoencoder_and_checks_it(prepared_da
             replace(other, {"train.autoencoder": str(tmp_path / "ae"), "train.run_dir": str(tmp_path / "r2")}),
             progress=False,
         )
+
+
+def test_metrics_csv_grows_columns_without_losing_rows(tmp_path):
+    import csv
+
+    from difftalk.train.common import RunDir
+
+    run = RunDir(tmp_path, active=True)
+    run.log(1, {"loss": 0.5})
+    run.log(2, {"loss": 0.4, "val_loss": 0.7})
+    run.log(3, {"loss": 0.3})
+    run.close()
+    with open(tmp_path / "metrics.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["val_loss"] == "0.7" and rows[0]["val_loss"] == "" and rows[2]["loss"] == "0.3"

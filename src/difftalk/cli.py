@@ -272,6 +272,26 @@ def _cmd_train_syncnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_lipgan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from difftalk.config import from_dict, load_yaml, replace, to_dict
+    from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
+
+    config = LipGANTrainConfig()
+    if args.config:
+        config = from_dict(LipGANTrainConfig, {**to_dict(config), **load_yaml(args.config)})
+    overrides: dict[str, Any] = {"syncnet": args.syncnet} if args.syncnet else {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if overrides:
+        config = replace(config, overrides)
+    result = train_lipgan(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; generator → %s", result.step, result.model_dir)
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from difftalk.io.watermark import verify_file
 
@@ -444,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="generate a results folder for held-out clips (for evaluate)")
     bench.add_argument("out_dir", help="results folder")
     bench.add_argument("--data", required=True, help="prepared dataset (its source videos must exist)")
-    bench.add_argument("--checkpoint", help="model folder (method difftalk)")
-    bench.add_argument("--method", choices=["difftalk", "source", "static"], default="difftalk")
+    bench.add_argument("--checkpoint", help="model folder (methods difftalk, lipgan)")
+    bench.add_argument("--method", choices=["difftalk", "lipgan", "source", "static"], default="difftalk")
     bench.add_argument("--split", default="test", help="clips to use (default: test)")
     bench.add_argument("--seconds", type=float, default=4.0, help="seconds per clip (default: 4)")
     bench.add_argument("--cross-audio", action="store_true", help="drive each clip with another clip's audio")
@@ -476,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
     syncnet.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     syncnet.add_argument("--no-progress", action="store_true")
     syncnet.set_defaults(handler=_cmd_train_syncnet)
+
+    lipgan = sub.add_parser("train-lipgan", help="train the Wav2Lip-style GAN baseline on a prepared dataset")
+    lipgan.add_argument("--data", required=True, help="prepared dataset")
+    lipgan.add_argument("--run-dir", required=True, help="run folder")
+    lipgan.add_argument("--syncnet", help="frozen sync expert for the sync loss (a train-syncnet folder)")
+    lipgan.add_argument("--config", help="YAML with LipGANTrainConfig fields")
+    lipgan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. steps=2000")
+    lipgan.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    lipgan.add_argument("--no-progress", action="store_true")
+    lipgan.set_defaults(handler=_cmd_train_lipgan)
 
     verify = sub.add_parser("verify", help="check a video for the difftalk watermark and provenance metadata")
     verify.add_argument("file", help="video file (also after re-encoding)")

@@ -4,6 +4,7 @@ Stage ⑥ → ⑦. Each held-out clip's source video is dubbed with its own audi
 are the pixel ground truth) or with the next clip's audio (cross-driven), for the first ``seconds``
 of the clip. Besides the model, two reference methods make the baselines of the paper's Table 3:
 
+* ``lipgan``: the Wav2Lip-style GAN baseline (``difftalk train-lipgan``) through the same crops and paste-back;
 * ``source``: the video unchanged (the original mouth, i.e. no lip-sync at all);
 * ``static``: the mouth region of the reference frame pasted into every frame (a closed/static mouth).
 """
@@ -23,7 +24,8 @@ from difftalk.data.clips import Clip, open_clips
 from difftalk.data.masks import mouth_mask
 from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.io.video import VideoWriter, iter_frames
-from difftalk.pipeline.generate import FPS, DiffTalkPipeline
+from difftalk.pipeline.base import FPS, TalkingHeadPipeline
+from difftalk.pipeline.generate import DiffTalkPipeline
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import feathered_mask, paste_back
 from difftalk.pipeline.source import analyze_reference
@@ -31,7 +33,7 @@ from difftalk.preprocess.crop import crop_image, frame_to_crop
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["difftalk", "source", "static"]
+Method = Literal["difftalk", "lipgan", "source", "static"]
 
 
 def _source_video(clip: Clip, data_dir: Path) -> Path:
@@ -93,11 +95,16 @@ def run_benchmark(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = replace(options or GenerateOptions(), progress=False, length="audio")
     clips = open_clips(data_dir, split)[:max_clips]
-    pipe = None
-    if method == "difftalk":
+    pipe: TalkingHeadPipeline | None = None
+    if method in ("difftalk", "lipgan"):
         if checkpoint is None:
-            raise ValueError("method 'difftalk' needs --checkpoint")
-        pipe = DiffTalkPipeline.from_pretrained(checkpoint, device=device)
+            raise ValueError(f"method '{method}' needs --checkpoint")
+        if method == "difftalk":
+            pipe = DiffTalkPipeline.from_pretrained(checkpoint, device=device)
+        else:
+            from difftalk.pipeline.lipgan import LipGANPipeline
+
+            pipe = LipGANPipeline.from_pretrained(checkpoint, device=device)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     entries = []
     for position, clip in enumerate(tqdm(clips, desc=f"benchmark ({method})", unit="clip")):
@@ -106,8 +113,7 @@ def run_benchmark(
         audio = load_audio(audio_clip.path / "audio.wav")[: round(frames / FPS * SAMPLE_RATE)]
         reference = _source_video(clip, data_dir)
         output = out_dir / "videos" / f"{clip.name}.mp4"
-        if method == "difftalk":
-            assert pipe is not None
+        if pipe is not None:
             pipe.set_reference(reference, options)
             pipe.generate(audio, output, options)
         elif method == "source":
@@ -119,7 +125,7 @@ def run_benchmark(
         elif method == "static":
             _static_mouth(reference, audio, output, frames, options)
         else:
-            raise ValueError(f"unknown method {method!r}; use difftalk, source or static")
+            raise ValueError(f"unknown method {method!r}; use difftalk, lipgan, source or static")
         entries.append(
             {
                 "name": clip.name,

@@ -133,23 +133,39 @@ class RunDir:
             json.dump(info, handle, indent=2)
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
-        """Append a row to metrics.csv and TensorBoard."""
+        """Append a row to metrics.csv and TensorBoard (a key first seen later extends the header)."""
         if not self.active:
             return
         row = {"step": step, **values}
-        if self._csv is None:
-            path = self.path / "metrics.csv"
-            exists = path.is_file() and path.stat().st_size > 0
-            self._csv = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-            self._csv_writer = csv.DictWriter(self._csv, fieldnames=list(row), extrasaction="ignore")
-            if not exists:
-                self._csv_writer.writeheader()
+        path = self.path / "metrics.csv"
+        if self._csv_writer is None or set(row) - set(self._csv_writer.fieldnames):
+            self._reopen_csv(path, list(row))
         self._csv_writer.writerow(row)
         self._csv.flush()
         writer = self.tensorboard()
         if writer is not None:
             for key, value in values.items():
                 writer.add_scalar(key, value, step)
+
+    def _reopen_csv(self, path: Path, keys: list[str]) -> None:
+        """(Re)open metrics.csv with the union of the existing columns and ``keys``, keeping its rows."""
+        if self._csv is not None:
+            self._csv.close()
+        rows: list[dict[str, str]] = []
+        existing: list[str] = []
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                existing = list(reader.fieldnames or [])
+                rows = list(reader)
+        fields = existing + [k for k in keys if k not in existing]
+        if fields != existing:
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                rewrite = csv.DictWriter(handle, fieldnames=fields, restval="")
+                rewrite.writeheader()
+                rewrite.writerows(rows)
+        self._csv = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        self._csv_writer = csv.DictWriter(self._csv, fieldnames=fields, restval="")
 
     def tensorboard(self) -> Any:
         if not self.active:

@@ -1,0 +1,268 @@
+"""What every talking-head generator shares: the reference, the driving audio, writing the MP4 (stage ⑥).
+
+A subclass only says how output frames are made (:meth:`TalkingHeadPipeline.iter_frames`); this
+class analyses the reference once (:meth:`set_reference`), fits the audio to the output and turns it
+into per-frame features (:func:`prepare_driving_audio`), and streams the frames into an H.264/AAC
+MP4 with the invisible watermark and provenance tags (:meth:`generate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from difftalk.checkpoint import read_checkpoint_meta
+from difftalk.data.masks import mouth_mask
+from difftalk.io.audio import SAMPLE_RATE, fit_length, load_audio
+from difftalk.io.video import VideoWriter
+from difftalk.pipeline.options import GenerateOptions
+from difftalk.pipeline.source import ReferenceTrack, analyze_reference, source_indices
+from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features
+from difftalk.preprocess.crop import crop_image, frame_to_crop
+
+logger = logging.getLogger(__name__)
+
+FPS = 25.0
+WATERMARK_PAYLOAD = 0x44546C6B  # "DTlk"
+
+
+@dataclass
+class GenerationResult:
+    """What a pipeline's ``generate`` wrote."""
+
+    output: Path
+    num_frames: int
+    duration: float
+    generated_frames: int
+    """Frames whose mouth was generated (the others had no face and were passed through)."""
+    seconds: float
+    """Wall time of the whole run."""
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.num_frames / max(self.seconds, 1e-9)
+
+
+@dataclass
+class DrivingAudio:
+    """The audio of one run, fitted to the output and turned into per-frame features."""
+
+    samples: np.ndarray
+    """``(N,)`` float32 16 kHz mono, exactly ``num_frames / 25`` s long."""
+    features: np.ndarray
+    """``(num_frames, 16, F)`` feature windows (silent frames carry digital silence's features)."""
+    source_index: np.ndarray
+    """``(num_frames,)`` reference frame shown at each output frame."""
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.source_index.size)
+
+    def windows(self, times: np.ndarray, context: int) -> np.ndarray:
+        """``(len(times), context, 16, F)`` float32: the windows of frames ``t - w … t + w`` (edges repeated)."""
+        offsets = np.arange(-(context // 2), context - context // 2)
+        index = np.clip(np.asarray(times)[:, None] + offsets, 0, self.num_frames - 1)
+        return self.features[index].astype(np.float32)
+
+
+def silent_frames(audio: np.ndarray, num_frames: int, threshold_db: float, fps: float = FPS) -> np.ndarray:
+    """``(num_frames,)`` bool: the RMS of the audio within ±20 ms of the frame's time is below ``threshold_db``."""
+    half = int(0.02 * SAMPLE_RATE)
+    centres = (np.arange(num_frames) / fps * SAMPLE_RATE).astype(np.int64)
+    padded = np.pad(audio.astype(np.float64), (half, half))
+    energy = np.concatenate([[0.0], np.cumsum(padded**2)])
+    rms = np.sqrt((energy[centres + 2 * half] - energy[centres]) / (2 * half))
+    return 20 * np.log10(rms + 1e-12) < threshold_db
+
+
+def prepare_driving_audio(
+    audio: str | Path | np.ndarray, track: ReferenceTrack, feature_backend: str, options: GenerateOptions
+) -> DrivingAudio:
+    """Load ``audio`` (a file, or 16 kHz mono float32 samples), fit it to the output length and compute its
+    per-frame features; silent frames get the features of digital silence (a closed mouth)."""
+    samples = load_audio(audio) if not isinstance(audio, np.ndarray) else audio.astype(np.float32)
+    if options.length == "audio" or track.is_image:
+        num_frames = max(1, round(len(samples) / SAMPLE_RATE * FPS))
+    else:
+        num_frames = track.num_frames
+    samples = fit_length(samples, round(num_frames / FPS * SAMPLE_RATE))
+    backend: Any = feature_backend
+    features = compute_features(samples, num_frames, backend=backend, fps=FPS)
+    silence = compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
+    features[silent_frames(samples, num_frames, options.silence_db)] = silence
+    return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop))
+
+
+def crop_inputs(frame: np.ndarray, track: ReferenceTrack, index: int, size: int) -> dict[str, Any]:
+    """The face crop of reference frame ``index`` at ``size``, its landmarks, mouth mask and crop box."""
+    box = track.boxes[index]
+    points = frame_to_crop(track.landmarks[index], box, size)
+    return {"crop": crop_image(frame, box, size), "landmarks": points, "mask": mouth_mask(points, size), "box": box}
+
+
+def first_reference(track: ReferenceTrack, wanted: int) -> int:
+    """``wanted`` clipped to the reference, or the first frame with a face if it has none."""
+    index = int(np.clip(wanted, 0, track.num_frames - 1))
+    return index if track.found[index] else int(np.flatnonzero(track.found)[0])
+
+
+def feature_backend_of(directory: str | Path, kind: str, feature_dim: int) -> str:
+    """The audio feature backend a checkpoint was trained on (recorded at export, else from its size)."""
+    backend = read_checkpoint_meta(directory, kind).get("extra", {}).get("feature_backend")
+    if backend is None:
+        backend = {v: k for k, v in FEATURE_DIMS.items()}.get(feature_dim, "mel")
+    if backend == "precomputed":
+        raise ValueError(
+            f"{directory} was trained on precomputed DeepSpeech features, which cannot be computed from new "
+            "audio; train with data.feature_backend mel or whisper"
+        )
+    return str(backend)
+
+
+Entry = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(generated crop, paste-back weight, crop box) of one frame."""
+Ready = tuple[int, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None"]
+
+
+class TemporalBlend:
+    """Frame interpolation with a one-frame delay: ``crop_t ← (1 − 2a) crop_t + a (crop_{t−1} + crop_{t+1})``
+    when both neighbours were generated (a frame next to a faceless one is left as is)."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+        self._previous: tuple[int, Entry | None] | None = None
+        self._current: tuple[int, Entry | None] | None = None
+
+    def _blend(
+        self, before: tuple[int, Entry | None] | None, current: tuple[int, Entry | None], after: Entry | None
+    ) -> Ready:
+        t, entry = current
+        if entry is None:
+            return t, None, None, None
+        crop, weight, box = entry
+        if self.weight > 0 and before is not None and before[1] is not None and after is not None:
+            mixed = (1 - 2 * self.weight) * crop.astype(np.float32) + self.weight * (
+                before[1][0].astype(np.float32) + after[0].astype(np.float32)
+            )
+            crop = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+        return t, crop, weight, box
+
+    def push(self, t: int, entry: Entry | None) -> list[Ready]:
+        """Add frame t; returns the frame before it, now that its right neighbour is known."""
+        ready = []
+        if self._current is not None:
+            ready.append(self._blend(self._previous, self._current, entry))
+            self._previous = self._current
+        self._current = (t, entry)
+        return ready
+
+    def flush(self) -> list[Ready]:
+        """The last frame (it has no right neighbour)."""
+        ready = [self._blend(self._previous, self._current, None)] if self._current is not None else []
+        self._previous = self._current = None
+        return ready
+
+
+class TalkingHeadPipeline:
+    """Base of the generators: subclasses implement :meth:`iter_frames` (and ``from_pretrained``)."""
+
+    method = "talking-head"
+
+    def __init__(
+        self,
+        feature_backend: str,
+        feature_dim: int,
+        model_name: str,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.feature_backend = feature_backend
+        self.model_name = model_name
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.reference: ReferenceTrack | None = None
+        self._reference_options: GenerateOptions | None = None
+        expected = FEATURE_DIMS.get(feature_backend)
+        if expected is not None and expected != feature_dim:
+            raise ValueError(
+                f"the model expects {feature_dim} audio features, but the '{feature_backend}' backend gives {expected}"
+            )
+
+    def set_reference(self, reference: str | Path, options: GenerateOptions | None = None) -> ReferenceTrack:
+        """Analyse the reference video or photo once; later :meth:`generate` calls reuse it."""
+        options = options or GenerateOptions()
+        self.reference = analyze_reference(
+            reference, FPS, landmarks=options.landmarks, max_side=options.max_side, progress=options.progress
+        )
+        self._reference_options = options
+        return self.reference
+
+    def __call__(
+        self, reference: str | Path, audio: str | Path | np.ndarray, output: str | Path, **options: Any
+    ) -> GenerationResult:
+        """``set_reference(reference)`` then ``generate(audio, output)``; keyword options as in GenerateOptions."""
+        opts = GenerateOptions(**options)
+        self.set_reference(reference, opts)
+        return self.generate(audio, output, opts)
+
+    def track(self) -> ReferenceTrack:
+        """The analysed reference (raises if :meth:`set_reference` was not called)."""
+        if self.reference is None:
+            raise ValueError("call set_reference(video_or_photo) before generate(audio, output)")
+        return self.reference
+
+    def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+        """Yield ``(frame, generated)`` per output frame, in order: uint8 ``(H, W, 3)`` before the watermark,
+        and whether its mouth was generated (False: no face, passed through untouched)."""
+        raise NotImplementedError
+
+    def provenance(self, options: GenerateOptions) -> dict[str, Any]:
+        """Extra fields recorded in the output's provenance tags."""
+        return {"method": self.method, "reference": self.track().path.name, "seed": options.seed}
+
+    def generate(
+        self, audio: str | Path | np.ndarray, output: str | Path, options: GenerateOptions | None = None
+    ) -> GenerationResult:
+        """Drive the reference set by :meth:`set_reference` with ``audio`` and write ``output`` (MP4, atomically).
+
+        Args:
+            audio: a file in any common format/rate/channel count, or 16 kHz mono float32 samples.
+            output: the ``.mp4`` to write (with the fitted audio, the watermark and provenance tags).
+            options: see :class:`GenerateOptions`.
+        """
+        from difftalk.io.watermark import embed_watermark, provenance_tags
+
+        options = options or self._reference_options or GenerateOptions()
+        start = time.perf_counter()
+        track = self.track()
+        driving = prepare_driving_audio(audio, track, self.feature_backend, options)
+        metadata = provenance_tags(
+            self.model_name, self.provenance(options), payload=WATERMARK_PAYLOAD if options.watermark else None
+        )
+        generated = 0
+        bar = tqdm(total=driving.num_frames, desc=self.method, unit="frame", disable=not options.progress)
+        with VideoWriter(output, fps=FPS, audio=driving.samples, crf=options.crf, metadata=metadata) as writer:
+            for frame, was_generated in self.iter_frames(driving, options):
+                writer.write(embed_watermark(frame, WATERMARK_PAYLOAD) if options.watermark else frame)
+                generated += was_generated
+                bar.update()
+        bar.close()
+        seconds = time.perf_counter() - start
+        num_frames = driving.num_frames
+        logger.info(
+            "wrote %s: %d frames (%.2f s), %d generated, %.2f frames/s",
+            output,
+            num_frames,
+            num_frames / FPS,
+            generated,
+            num_frames / max(seconds, 1e-9),
+        )
+        return GenerationResult(Path(output), num_frames, num_frames / FPS, generated, seconds)
