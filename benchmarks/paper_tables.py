@@ -3,7 +3,7 @@
     python benchmarks/paper_tables.py --table smoothing     # Table 1: audio smoothing on/off
     python benchmarks/paper_tables.py --table progressive   # Table 2: progressive reference on/off
     python benchmarks/paper_tables.py --table conditions    # Figure 6: A, A+L, A+L+R, A+L+M, A+L+M+R
-    python benchmarks/paper_tables.py --table baselines     # Table 3: vs no-change and static-mouth baselines
+    python benchmarks/paper_tables.py --table baselines     # Table 3: vs no-change, static-mouth and LipGAN
     python benchmarks/paper_tables.py --table context       # one [a; l] token vs multi-token context
     python benchmarks/paper_tables.py --table all
 
@@ -30,6 +30,7 @@ from difftalk.models.syncnet import syncnet_preset
 from difftalk.pipeline.benchmark import run_benchmark
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.train.diffusion import train_diffusion
+from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
 from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
 
 logger = logging.getLogger("paper_tables")
@@ -78,6 +79,7 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "baselines": [
         ("no change (source video)", "source", {}),
         ("static mouth (copy reference)", "static", {}),
+        ("Wav2Lip-style GAN (same data, same steps)", "lipgan", {}),
         ("difftalk (ablation scale)", "full", {}),
     ],
     "context": [
@@ -122,11 +124,19 @@ def ensure_model(variant: str, data: str, root: Path, steps: int, autoencoder: s
     return model_dir
 
 
+def ensure_lipgan(data: str, root: Path, steps: int, syncnet: Path) -> Path:
+    """The Wav2Lip-style GAN baseline: same data, same step budget, the same sync expert as its sync loss."""
+    run_dir = root / "runs" / "lipgan"
+    config = LipGANTrainConfig(syncnet=str(syncnet), steps=steps, checkpoint_every=250)
+    logger.info("training (or resuming) the LipGAN baseline to %d steps", steps)
+    return train_lipgan(config, data, run_dir, resume=True, progress=False).model_dir
+
+
 def score(name: str, variant: str, model: Path | None, options: dict[str, Any], args: argparse.Namespace,
           syncnet: Path) -> dict[str, Any]:  # fmt: skip
     """Benchmark + evaluate one row, self-driven and cross-driven (cached by what was run, not by label)."""
     row: dict[str, Any] = {"row": name, "variant": variant, "options": options}
-    method = variant if variant in ("source", "static") else "difftalk"
+    method = variant if variant in ("source", "static", "lipgan") else "difftalk"
     tag = "_".join([variant.replace("+", "p"), *(f"{k}-{v}" for k, v in sorted(options.items()))])
     for mode in ("self", "cross"):
         out = Path(args.root) / "results" / f"{tag}_{mode}"
@@ -195,7 +205,9 @@ def main() -> None:
         rows = []
         for label, variant, options in TABLES[table]:
             model = None
-            if variant not in ("source", "static"):
+            if variant == "lipgan":
+                model = ensure_lipgan(args.data, root, args.steps, syncnet)
+            elif variant not in ("source", "static"):
                 model = ensure_model(variant, args.data, root, args.steps, args.autoencoder)
             rows.append(score(label, variant, model, options, args, syncnet))
         markdown = table_markdown(table, rows, args)

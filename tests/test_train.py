@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from difftalk.config import load_config, replace
+from difftalk.data.dataset import TalkingHeadDataset
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.train.autoencoder import train_autoencoder
@@ -45,7 +46,20 @@ def test_training_writes_a_complete_run_folder(prepared_dataset, tmp_path):
     assert list((run_dir / "tensorboard").iterdir())
     assert (run_dir / "samples" / "step_0000004.png").stat().st_size > 0
     model = DiffTalkModel.from_pretrained(result.model_dir)
-    assert model.config == config.model
+    # scale_by_std: the checkpoint records the scale that gives the training latents unit variance
+    scale = info["latent_scale"]
+    assert scale != 1.0 and model.config == replace(config.model, {"latent_scale": scale})
+    frames = TalkingHeadDataset(
+        prepared_dataset,
+        image_size=config.model.autoencoder.image_size,
+        context_frames=config.model.audio_encoder.context_frames,
+    )
+    batch = torch.stack([frames[i].target_frames for i in range(0, len(frames), max(1, len(frames) // 16))])
+    assert 0.8 < float(model.encode_frames(batch).std()) < 1.25
+    torch.testing.assert_close(
+        model.decode_latents(model.encode_frames(batch)),
+        model.autoencoder.decode(model.autoencoder.encode(batch)).clamp(-1, 1),
+    )
     assert json.loads((run_dir / "final.json").read_text())["step"] == 4
 
 

@@ -207,8 +207,13 @@ class ModelConfig:
     """Condition on the reference latent (ablation switch; off = zero channels)."""
     use_masked_target: bool = True
     """Condition on the masked-target latent (ablation switch; off = zero channels)."""
+    latent_scale: float = 1.0
+    """LDM ``scale_factor``: the diffusion latent is ``latent_scale · E(x)`` so that it has about unit
+    variance like the noise (official: 1.0 with the LDM VQ-f4). ``difftalk train`` sets it to 1/std of
+    the training latents when ``train.scale_latents_by_std`` is on; checkpoints record the value."""
 
     def __post_init__(self) -> None:
+        _require(self.latent_scale > 0, "latent_scale", "must be > 0 (1.0 = latents as the encoder gives them)")
         if self.context == "single_token":
             total = self.audio_encoder.output_dim + self.landmark_encoder.output_dim
             _require(

@@ -41,6 +41,11 @@ class TrainConfig:
     latent_cache: bool = True
     """Encode every frame (and its masked version) once with the frozen autoencoder and train on the
     cached latents (identical inputs, 3 fewer encoder passes per sample)."""
+    scale_latents_by_std: bool = True
+    """At a fresh start, set ``model.latent_scale`` to 1/std of the training latents (LDM
+    ``scale_by_std``). A trained VQ autoencoder's latents can have std ≈ 0.2: unscaled, the noise
+    swamps them at most timesteps and samples come out poor. Off keeps ``model.latent_scale``
+    (official: 1.0 with the LDM VQ-f4 weights)."""
     batch_size: int = 8
     """Samples per device per step."""
     learning_rate: float = 6.4e-5

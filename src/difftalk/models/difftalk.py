@@ -88,13 +88,22 @@ class DiffTalkModel(nn.Module):
 
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder: ``(B, 3, S, S)`` in [-1, 1] → pre-quantisation latents ``(B, C, h, w)``."""
-        return self.autoencoder.encode(frames)
+        """Frozen encoder: ``(B, 3, S, S)`` in [-1, 1] → diffusion latents ``(B, C, h, w)``.
+
+        The pre-quantisation latents times ``config.latent_scale`` (see :meth:`scale_latents`).
+        """
+        return self.scale_latents(self.autoencoder.encode(frames))
+
+    def scale_latents(self, raw: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latents (as the autoencoder or the latent cache gives them) → diffusion latents."""
+        scale = self.config.latent_scale
+        return raw if scale == 1.0 else raw * scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Frozen decoder: latents ``(B, C, h, w)`` → frames ``(B, 3, S, S)`` clamped to [-1, 1]."""
-        return self.autoencoder.decode(latents).clamp(-1, 1)
+        """Frozen decoder: diffusion latents ``(B, C, h, w)`` → frames ``(B, 3, S, S)`` clamped to [-1, 1]."""
+        scale = self.config.latent_scale
+        return self.autoencoder.decode(latents if scale == 1.0 else latents / scale).clamp(-1, 1)
 
     def prepare_conditions(
         self,
@@ -188,7 +197,8 @@ class DiffTalkModel(nn.Module):
         Args:
             conditions: from :meth:`prepare_conditions` (or built from cached latents).
             target_frames: ``(B, 3, S, S)`` in [-1, 1], the ground-truth frames, or ...
-            target_latents: ... their latents ``(B, C, h, w)`` (e.g. from a latent cache).
+            target_latents: ... their diffusion latents ``(B, C, h, w)`` (scaled: cached pre-quantisation
+                latents go through :meth:`scale_latents` first).
             generator: source of t ~ U{0..T-1} and of ε.
             timesteps: optional fixed ``(B,)`` t instead of sampling them.
         """

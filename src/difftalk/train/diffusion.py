@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,13 @@ def _load_autoencoder(model: DiffTalkModel, path: str) -> None:
 
 
 def _conditions(model: DiffTalkModel, batch: TalkingHeadBatch) -> DiffTalkConditions:
-    """Named conditions of a batch: cached latents as they are, frames through the frozen encoder."""
+    """Named conditions of a batch: cached latents scaled, frames through the frozen encoder."""
     if batch.reference_latents is not None and batch.masked_latents is not None:
         return DiffTalkConditions(
             audio_features=batch.audio_features,
             landmarks=batch.landmarks,
-            reference_latents=batch.reference_latents,
-            masked_latents=batch.masked_latents,
+            reference_latents=model.scale_latents(batch.reference_latents),
+            masked_latents=model.scale_latents(batch.masked_latents),
         )
     assert batch.reference_frames is not None and batch.masked_frames is not None
     return model.prepare_conditions(
@@ -120,6 +120,28 @@ def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, s
         list(to_uint8(batch.reference_frames)),
         list(to_uint8(generated)),
     ]
+
+
+@torch.no_grad()
+def latent_std(model: DiffTalkModel, dataset: TalkingHeadDataset, samples: int = 64) -> float:
+    """Std of the pre-quantisation latents of ``samples`` target frames spread over the dataset.
+
+    Deterministic (fixed indices, no reference frames involved), so every DDP rank gets the same value.
+    """
+    picks = torch.linspace(0, len(dataset) - 1, min(samples, len(dataset))).round().long().tolist()
+    raw = []
+    for index in picks:
+        sample = dataset[index]
+        if sample.target_latents is not None:
+            raw.append(sample.target_latents)
+        else:
+            assert sample.target_frames is not None
+            device = next(model.autoencoder.parameters()).device
+            raw.append(model.autoencoder.encode(sample.target_frames[None].to(device))[0].float().cpu())
+    std = float(torch.stack(raw).std())
+    if not std > 0:
+        raise ValueError("the training latents have zero variance: is the autoencoder trained and the data varied?")
+    return std
 
 
 def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
@@ -214,9 +236,22 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             generator.manual_seed(train.seed * 7919 + rank + start_step)
         if "torch_rng" in state and world == 1:
             torch.set_rng_state(state["torch_rng"])
-        logger.info("resumed from %s at step %d", state_path, start_step)
+        model.config = replace(model.config, latent_scale=float(state.get("latent_scale", 1.0)))
+        logger.info("resumed from %s at step %d (latent scale %.4f)", state_path, start_step, model.config.latent_scale)
     else:
-        run.write_run_info(config, world, {"trainable_parameters": sum(p.numel() for p in trainable)})
+        std = latent_std(model, dataset)
+        if train.scale_latents_by_std:
+            model.config = replace(model.config, latent_scale=1.0 / std)
+            logger.info("latent std %.4f → model.latent_scale %.4f (train.scale_latents_by_std)", std, 1.0 / std)
+        elif not 0.5 <= std * model.config.latent_scale <= 2.0:
+            logger.warning(
+                "scaled latents have std %.3f, far from the noise's 1.0: samples will suffer; set "
+                "train.scale_latents_by_std=true (or model.latent_scale ≈ %.3f)",
+                std * model.config.latent_scale,
+                1.0 / std,
+            )
+        info = {"trainable_parameters": sum(p.numel() for p in trainable), "latent_scale": model.config.latent_scale}
+        run.write_run_info(config, world, info)
     logger.info(
         "training on %s × %d (%s), %d samples, %d steps, batch %d per device",
         fabric.device,
@@ -244,9 +279,10 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
                     "generators": generators,
                     "torch_rng": torch.get_rng_state(),
                     "config": to_dict(config),
+                    "latent_scale": model.config.latent_scale,
                 },
             )
-            export = DiffTalkModel(config.model)
+            export = DiffTalkModel(model.config)
             export.load_state_dict(model.state_dict())
             ema.copy_to(export)
             export.save_pretrained(
@@ -272,7 +308,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             output = fabric_model.training_loss(
                 conditions=_conditions(model, batch),
                 target_frames=batch.target_frames,
-                target_latents=batch.target_latents,
+                target_latents=None if batch.target_latents is None else model.scale_latents(batch.target_latents),
                 generator=generator,
             )
             optimizer.zero_grad(set_to_none=True)
