@@ -10,6 +10,7 @@ from difftalk.data.batch import collate_samples
 from difftalk.data.clips import DatasetError
 from difftalk.data.dataset import TalkingHeadDataset
 from difftalk.data.masks import apply_mask, latent_mask, mouth_box, mouth_mask
+from difftalk.data.transforms import augment_colours
 from difftalk.preprocess.landmarks import CONDITION_POINTS, MOUTH
 from tests.fakes import face_landmarks
 
@@ -108,3 +109,27 @@ def test_missing_things_give_clear_errors(prepared_dataset, tmp_path):
         _dataset(tmp_path)
     with pytest.raises(DatasetError, match="whisper"):
         TalkingHeadDataset(prepared_dataset, image_size=64, context_frames=5, feature_backend="whisper")
+
+
+def test_colour_augmentation_recolours_and_mirrors_deterministically():
+    frames = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6
+    a = augment_colours(frames, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, augment_colours(frames, torch.Generator().manual_seed(1)))
+    assert a.shape == frames.shape and a.min() >= -1 and a.max() <= 1
+    # every output channel is gain · (one input channel, maybe mirrored) + offset, gain in [0.75, 1.25]
+    flipped, permuted = 0, 0
+    for out, src in zip(a, frames, strict=True):
+        matches = []
+        for mirror, image in enumerate((src, src.flip(-1))):
+            for index, source in enumerate(image):
+                x = torch.stack([source.flatten(), torch.ones(64)], dim=1)
+                for channel, target in enumerate(out):
+                    solution = torch.linalg.lstsq(x, target.flatten()[:, None]).solution
+                    residual = float((x @ solution - target.flatten()[:, None]).abs().max())
+                    if residual < 1e-4 and 0.74 < float(solution[0]) < 1.26:
+                        matches.append((mirror, index, channel))
+        assert len(matches) == 3 and len({m[0] for m in matches}) == 1  # one mirror state per frame
+        flipped += matches[0][0]
+        permuted += int(any(index != channel for _, index, channel in matches))
+    assert 16 < flipped < 48 and permuted > 32  # flips ~1/2, non-identity permutations ~5/6
+    assert (a.mean((2, 3)) - frames.mean((2, 3))).abs().max() > 0.1  # colours move

@@ -106,6 +106,9 @@ class AutoencoderTrainConfig:
     """PatchGAN hinge loss weight (0 = off)."""
     adversarial_start: int = 10_000
     """Step at which the adversarial term starts."""
+    color_augment: bool = True
+    """Random channel permutation, per-channel gain/offset and mirroring of every training batch
+    (``data.transforms.augment_colours``): the autoencoder must encode identities it never saw."""
     seed: int = 0
     precision: Precision = "auto"
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"

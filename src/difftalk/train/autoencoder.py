@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from difftalk.config import DiffTalkConfig, to_dict
 from difftalk.data.frames import FrameDataset
-from difftalk.data.transforms import to_uint8
+from difftalk.data.transforms import augment_colours, to_uint8
 from difftalk.io.image import save_image_grid
 from difftalk.metrics.lpips import load_lpips
 from difftalk.models.autoencoder import Autoencoder
@@ -136,6 +136,10 @@ def train_autoencoder(config: DiffTalkConfig, resume: bool = True, progress: boo
     with StopSignal() as stop:
         for index, epoch, frames in iterate_batches(loader, sampler, dataset, start_step, train.steps):
             frames = frames.to(fabric.device)
+            if train.color_augment:
+                # seeded by (seed, step, rank): exact resume needs no generator state
+                generator = torch.Generator().manual_seed((train.seed * 1_000_003 + index) * world + rank)
+                frames = augment_colours(frames, generator)
             output = fabric_model(frames)
             recon = output.reconstruction
             l1 = (recon.float() - frames.float()).abs().mean()
