@@ -27,6 +27,20 @@ def test_autoencoder_shapes(tiny_config, batch):
     assert out.reconstruction.shape == frames.shape and out.codebook_loss.ndim == 0
 
 
+def test_autoencoder_without_quantisation_decodes_continuous_latents(tiny_config):
+    quantised = Autoencoder(tiny_config.model.autoencoder).eval()
+    continuous = Autoencoder(replace(tiny_config.model.autoencoder, {"quantize": False})).eval()
+    continuous.load_state_dict(quantised.state_dict(), strict=True)
+    with torch.no_grad():
+        latents = quantised.vq.quantize(quantised.encode(torch.rand(2, 3, 64, 64) * 2 - 1))[0]  # codebook vectors
+    nudged = latents + 1e-4  # moves the latents, not their nearest codes
+    with torch.no_grad():
+        assert torch.equal(quantised.decode(latents), quantised.decode(nudged))
+        assert not torch.allclose(continuous.decode(latents), continuous.decode(nudged))
+        out = continuous(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert float(out.codebook_loss) == 0.0
+
+
 def test_autoencoder_rejects_wrong_sizes(tiny_config):
     ae = Autoencoder(tiny_config.model.autoencoder)
     with pytest.raises(ValueError, match=r"\(B, 3, 64, 64\)"):

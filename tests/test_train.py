@@ -92,19 +92,23 @@ def _train_command(data_dir, run_dir, steps, *extra):
 
 def test_sigterm_checkpoints_and_the_resumed_run_matches(prepared_dataset, tmp_path):
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(prepared_dataset, killed, 100_000), env=ENV)
+    # DataLoader workers and a new session: the signal goes to the whole process group, as schedulers
+    # (SLURM, Kubernetes, Ctrl-C) send it; workers must not die before the trainer checkpoints.
+    workers = ("--set", "data.num_workers=2")
+    command = _train_command(prepared_dataset, killed, 100_000, *workers)
+    process = subprocess.Popen(command, env=ENV, start_new_session=True)
     metrics = killed / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 4):
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=120) == 0
     stopped_at = load_state(killed / "checkpoints" / STATE_NAME)["step"]
     assert 3 <= stopped_at < 100_000
     target = stopped_at + 3
-    subprocess.run(_train_command(prepared_dataset, killed, target), env=ENV, check=True)
+    subprocess.run(_train_command(prepared_dataset, killed, target, *workers), env=ENV, check=True)
     straight = tmp_path / "straight"
-    subprocess.run(_train_command(prepared_dataset, straight, target), env=ENV, check=True)
+    subprocess.run(_train_command(prepared_dataset, straight, target, *workers), env=ENV, check=True)
     a, b = _weights(killed), _weights(straight)
     assert load_state(killed / "checkpoints" / STATE_NAME)["step"] == target
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -79,7 +79,7 @@ class Autoencoder(nn.Module):
         return self.vq.encode(frames).latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Quantise latents to the codebook and decode them.
+        """Quantise latents to the codebook (unless ``config.quantize`` is off) and decode them.
 
         Args:
             latents: ``(B, C, s, s)`` pre-quantisation latents.
@@ -87,11 +87,16 @@ class Autoencoder(nn.Module):
         Returns:
             ``(B, 3, s*f, s*f)`` frames, nominally in [-1, 1] (not clamped).
         """
-        return self.vq.decode(latents).sample
+        return self.vq.decode(latents, force_not_quantize=not self.config.quantize).sample
 
     def forward(self, frames: torch.Tensor) -> AutoencoderOutput:
         """Encode, quantise and decode ``frames`` (``(B, 3, S, S)`` in [-1, 1])."""
         latents = self.encode(frames)
+        if not self.config.quantize:
+            reconstruction = self.vq.decoder(self.vq.post_quant_conv(latents))
+            # 0 · codebook keeps the unused codebook in the graph (DDP wants every parameter used)
+            unused = self.vq.quantize.embedding.weight.sum() * 0
+            return AutoencoderOutput(reconstruction=reconstruction, codebook_loss=unused)
         quantised, codebook_loss, _ = self.vq.quantize(latents)
         reconstruction = self.vq.decoder(self.vq.post_quant_conv(quantised))
         return AutoencoderOutput(reconstruction=reconstruction, codebook_loss=codebook_loss)

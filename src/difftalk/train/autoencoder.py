@@ -33,6 +33,7 @@ from difftalk.train.common import (
     RunDir,
     StopSignal,
     host_memory_mb,
+    ignore_stop_signals,
     iterate_batches,
     load_state,
     make_fabric,
@@ -84,6 +85,7 @@ def train_autoencoder(config: DiffTalkConfig, resume: bool = True, progress: boo
         num_workers=config.data.num_workers,
         pin_memory=fabric.device.type == "cuda",
         drop_last=True,
+        worker_init_fn=ignore_stop_signals,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate, betas=(0.5, 0.9))
     fabric_model, optimizer = fabric.setup(model, optimizer)

@@ -96,6 +96,17 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM and SIGINT.
+
+    Schedulers and Ctrl-C signal the whole process group; a worker that died of it would make the
+    trainer raise before :class:`StopSignal` lets it checkpoint. The trainer stops its workers itself
+    (and PyTorch's workers exit when their parent dies).
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class RunDir:
     """The run folder; only rank 0 writes to it (other ranks get an inert instance)."""
 

@@ -37,6 +37,7 @@ from difftalk.train.common import (
     StopSignal,
     gather_generator_states,
     host_memory_mb,
+    ignore_stop_signals,
     iterate_batches,
     load_state,
     make_fabric,
@@ -206,6 +207,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         pin_memory=fabric.device.type == "cuda",
         drop_last=True,
         persistent_workers=False,  # workers are re-created per epoch and see the new epoch's seed
+        worker_init_fn=ignore_stop_signals,
     )
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)

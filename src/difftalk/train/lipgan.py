@@ -54,6 +54,7 @@ from difftalk.train.common import (
     RunDir,
     StopSignal,
     host_memory_mb,
+    ignore_stop_signals,
     iterate_batches,
     load_state,
     make_fabric,
@@ -379,6 +380,7 @@ def train_lipgan(
         collate_fn=collate_windows,
         pin_memory=fabric.device.type == "cuda",
         drop_last=True,
+        worker_init_fn=ignore_stop_signals,
     )
     betas = (0.5, 0.999)  # Wav2Lip's Adam betas
     optimizer = torch.optim.AdamW(

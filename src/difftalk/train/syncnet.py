@@ -40,6 +40,7 @@ from difftalk.train.common import (
     STATE_NAME,
     RunDir,
     StopSignal,
+    ignore_stop_signals,
     iterate_batches,
     load_state,
     make_fabric,
@@ -310,6 +311,7 @@ def train_syncnet(
         pin_memory=fabric.device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
+        worker_init_fn=ignore_stop_signals,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     fabric_model, optimizer = fabric.setup(model, optimizer)
