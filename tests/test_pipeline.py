@@ -19,6 +19,7 @@ from difftalk.io.video import VideoWriter, probe_video, read_frames
 from difftalk.io.watermark import verify_file
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
+from difftalk.pipeline.colour import colour_correction
 from difftalk.pipeline.generate import silent_frames
 from difftalk.pipeline.paste import feathered_mask, paste_back
 from difftalk.pipeline.source import source_indices
@@ -222,3 +223,25 @@ def test_odd_but_valid_inputs_give_valid_outputs(checkpoint, media, tmp_path):
     cv2.imwrite(str(tmp_path / "huge.jpg"), cv2.cvtColor(huge, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
     result = pipe(tmp_path / "huge.jpg", np.zeros(4000, np.float32), tmp_path / "huge.mp4", max_side=768, **FAST)
     assert probe_video(result.output).width == 768
+
+
+def test_colour_correction_removes_a_smooth_cast_without_reading_the_mouth():
+    generator = torch.Generator().manual_seed(0)
+    size = 64
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    crops = torch.stack([0.5 * xx, 0.3 * yy, 0.2 * xx * yy])[None].repeat(2, 1, 1, 1)
+    masks = torch.zeros(2, 1, size, size)
+    masks[:, :, 30:56, 16:48] = 1  # a mouth box like data.masks'
+    cast = torch.tensor([0.2, -0.15, 0.1]).view(1, 3, 1, 1) + 0.05 * xx  # smooth colour error of the decoder
+    reconstructions = crops + cast + 0.01 * torch.randn(crops.shape, generator=generator)
+    correction = colour_correction(crops, reconstructions, masks, sigma=0.1 * size)
+    inside = masks.expand_as(crops).bool()
+    # generated mouths carry the same cast; the correction takes it off inside the mask
+    error = (correction + cast.expand_as(crops))[inside].abs()
+    assert float(error.mean()) < 0.02 and float(error.max()) < 0.06
+    # the mouth pixels of the input never matter
+    changed = crops.clone()
+    changed[inside] = torch.rand(int(inside.sum()), generator=generator)
+    torch.testing.assert_close(colour_correction(changed, reconstructions, masks, 0.1 * size), correction)
+    with pytest.raises(ValueError, match="shapes"):
+        colour_correction(crops, reconstructions[:, :2], masks, 6.0)

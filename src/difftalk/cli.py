@@ -209,6 +209,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     options = GenerateOptions(
         num_steps=args.steps,
         progressive_reference=not args.no_progressive_reference,
+        colour_fix=not args.no_colour_fix,
         reference_frame=args.reference_frame,
         lanes=args.lanes,
         length=args.length,
@@ -325,6 +326,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     options = GenerateOptions(
         num_steps=args.steps,
         progressive_reference=not args.no_progressive_reference,
+        colour_fix=not args.no_colour_fix,
         lanes=args.lanes,
         temporal_smoothing=args.temporal_smoothing,
         seed=args.seed,
@@ -440,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", required=True, help="output .mp4")
     gen.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
     gen.add_argument("--no-progressive-reference", action="store_true", help="always use the fixed reference")
+    gen.add_argument("--no-colour-fix", action="store_true", help="keep the autoencoder's colour cast in the mouth")
     gen.add_argument("--reference-frame", type=int, default=0, help="reference frame index (default: 0)")
     gen.add_argument("--lanes", type=int, default=1, help="parallel progressive chunks (GPU speed; default 1)")
     gen.add_argument("--length", choices=["audio", "video"], default="audio", help="output length follows")
@@ -472,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-clips", type=int, help="only the first clips")
     bench.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
     bench.add_argument("--no-progressive-reference", action="store_true")
+    bench.add_argument("--no-colour-fix", action="store_true")
     bench.add_argument("--lanes", type=int, default=1)
     bench.add_argument("--temporal-smoothing", type=float, default=0.2)
     bench.add_argument("--seed", type=int, default=0)

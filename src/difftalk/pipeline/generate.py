@@ -43,12 +43,16 @@ from difftalk.pipeline.base import (
     first_reference,
     silent_frames,
 )
+from difftalk.pipeline.colour import colour_correction
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import feathered_mask, paste_back
 from difftalk.pipeline.source import ReferenceFrames
 from difftalk.preprocess.landmarks import condition_landmarks
 
 logger = logging.getLogger(__name__)
+
+COLOUR_SIGMA = 0.1
+"""Width of the colour-correction blur as a fraction of the crop size."""
 
 __all__ = ["FPS", "WATERMARK_PAYLOAD", "DiffTalkPipeline", "GenerationResult", "silent_frames"]
 
@@ -130,7 +134,11 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             known_latents=known,
             generator=generator,
         )
-        return list(to_uint8(model.decode_latents(latents)))
+        generated = model.decode_latents(latents)
+        if options.colour_fix:
+            correction = colour_correction(crops, model.decode_latents(known), masks, COLOUR_SIGMA * size)
+            generated = (generated + correction).clamp(-1, 1)
+        return list(to_uint8(generated))
 
     def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
