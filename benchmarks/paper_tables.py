@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,8 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     """Benchmark + evaluate one row, self-driven and cross-driven (cached by what was run, not by label)."""
     row: dict[str, Any] = {"row": name, "variant": variant, "options": options}
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
-    tag = "_".join([variant.replace("+", "p"), *(f"{k}-{v}" for k, v in sorted(options.items()))])
+    name_part = "main" if variant == "full" and args.full_model else variant.replace("+", "p")
+    tag = "_".join([name_part, *(f"{k}-{v}" for k, v in sorted(options.items()))])
     for mode in ("self", "cross"):
         out = Path(args.root) / "results" / f"{tag}_{mode}"
         if not (out / "metrics.json").is_file():
@@ -167,8 +169,9 @@ def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namesp
     lines = [
         f"# {table}",
         "",
-        f"`python benchmarks/paper_tables.py --table {table}` — held-out synthetic identities, "
-        f"{args.seconds:g} s per clip, DDIM {args.ddim_steps}, ablation scale ({args.steps} steps each).",
+        f"`python {' '.join(sys.argv)}` — held-out synthetic identities, "
+        f"{args.seconds:g} s per clip, DDIM {args.ddim_steps}, trained variants at ablation scale "
+        f"({args.steps} steps each) unless a checkpoint is named.",
         "",
         "| variant | "
         + " | ".join(f"{label} (self)" for _, label in COLUMNS[:2])
@@ -188,7 +191,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", choices=[*TABLES, "all"], default="all")
     parser.add_argument("--data", default="data/synth128")
-    parser.add_argument("--autoencoder", default="runs/synth_128_autoencoder/checkpoints/autoencoder")
+    parser.add_argument("--autoencoder", default="runs/synth_128_autoencoder_aug/checkpoints/autoencoder")
+    parser.add_argument("--syncnet", type=Path, help="an existing sync expert (default: train one under --root)")
+    parser.add_argument("--full-model", type=Path, help="use this checkpoint for the 'full' rows (e.g. the main run)")
+    parser.add_argument("--skip", action="append", default=[], help="leave out rows of this variant (repeatable)")
     parser.add_argument("--root", default="runs/paper_tables", help="where runs and results go")
     parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
     parser.add_argument("--syncnet-steps", type=int, default=1500)
@@ -200,12 +206,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     root = Path(args.root)
-    syncnet = ensure_syncnet(args.data, root, args.syncnet_steps)
+    syncnet = args.syncnet or ensure_syncnet(args.data, root, args.syncnet_steps)
     for table in TABLES if args.table == "all" else [args.table]:
         rows = []
         for label, variant, options in TABLES[table]:
+            if variant in args.skip:
+                continue
             model = None
-            if variant == "lipgan":
+            if variant == "full" and args.full_model:
+                model = args.full_model
+                label = f"{label.replace(' (ablation scale)', '')} ({args.full_model})"
+            elif variant == "lipgan":
                 model = ensure_lipgan(args.data, root, args.steps, syncnet)
             elif variant not in ("source", "static"):
                 model = ensure_model(variant, args.data, root, args.steps, args.autoencoder)
