@@ -145,6 +145,7 @@ def test_autoencoder_training_reduces_reconstruction_error_and_resumes(prepared_
         "autoencoder_train.learning_rate": 0.002,
         "autoencoder_train.sample_every": 40,
         "autoencoder_train.log_every": 5,
+        "autoencoder_train.color_augment": False,  # 40 steps: measure the loop, not generalisation
     }
     config = replace(load_config("tiny"), overrides)
     frames = torch.stack([FrameDataset(prepared_dataset, image_size=64)[i] for i in range(0, 78, 8)])
@@ -161,7 +162,8 @@ def test_autoencoder_training_reduces_reconstruction_error_and_resumes(prepared_
     assert error(model) < 0.5 * before, (before, error(model))
     assert (run_dir / "samples" / "step_0000040.png").is_file()
     assert "l1" in (run_dir / "metrics.csv").read_text().splitlines()[0]
-    resumed = train_autoencoder(replace(config, {"autoencoder_train.steps": 42}), progress=False)
+    augmented = {"autoencoder_train.steps": 42, "autoencoder_train.color_augment": True}
+    resumed = train_autoencoder(replace(config, augmented), progress=False)
     assert resumed.step == 42
 
 
