@@ -86,7 +86,10 @@ def run_demo(
     speech = synthesize_speech(sample_articulation(generator, frames, identity.speaking_rate), identity, generator)
     speech_path = save_wav(out / "new_speech.wav", speech)
 
-    options = GenerateOptions(num_steps=steps, lanes=4, progress=progress)
+    # The shipped CPU-trained model drifts when fed its own frames: on held-out clips the fixed
+    # reference scores better on every metric (benchmarks/results/paper_progressive.md), so the demo
+    # uses it; the pipeline's default stays the paper's progressive reference.
+    options = GenerateOptions(num_steps=steps, lanes=4, progressive_reference=False, progress=progress)
     pipe = DiffTalkPipeline.from_pretrained(DEMO_MODEL)
     track = pipe.set_reference(reference, options)
     result = pipe.generate(speech_path, out / "difftalk_demo.mp4", options)
