@@ -139,7 +139,10 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     row: dict[str, Any] = {"row": name, "variant": variant, "options": options}
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
     name_part = "main" if variant == "full" and args.full_model else variant.replace("+", "p")
-    tag = "_".join([name_part, *(f"{k}-{v}" for k, v in sorted(options.items()))])
+    trained_here = name_part != "main" and variant not in ("source", "static")
+    budget = [f"steps-{args.steps}"] if trained_here else []  # a longer run never reuses shorter results
+    generation = [f"s{args.seconds:g}", f"n{args.max_clips or 'all'}", f"ddim{args.ddim_steps}"]
+    tag = "_".join([name_part, *budget, *generation, *(f"{k}-{v}" for k, v in sorted(options.items()))])
     for mode in ("self", "cross"):
         out = Path(args.root) / "results" / f"{tag}_{mode}"
         if not (out / "metrics.json").is_file():
