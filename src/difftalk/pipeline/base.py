@@ -24,7 +24,8 @@ from difftalk.data.masks import mouth_mask
 from difftalk.io.audio import SAMPLE_RATE, fit_length, load_audio
 from difftalk.io.video import VideoWriter
 from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.source import ReferenceTrack, analyze_reference, source_indices
+from difftalk.pipeline.paste import paste_back
+from difftalk.pipeline.source import ReferenceFrames, ReferenceTrack, analyze_reference, source_indices
 from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
@@ -169,6 +170,16 @@ class TemporalBlend:
         ready = [self._blend(self._previous, self._current, None)] if self._current is not None else []
         self._previous = self._current = None
         return ready
+
+
+def compose_frame(frames: ReferenceFrames, driving: DrivingAudio, ready: Ready) -> tuple[np.ndarray, bool]:
+    """Output frame t of ``ready``: its source frame with the generated mouth pasted back, or as it is
+    (no face); the flag says whether a mouth was generated."""
+    t, crop, weight, box = ready
+    frame = frames[int(driving.source_index[t])]
+    if crop is None or weight is None or box is None:
+        return frame, False
+    return paste_back(frame, crop, box, weight), True
 
 
 class TalkingHeadPipeline:

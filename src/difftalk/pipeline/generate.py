@@ -38,6 +38,7 @@ from difftalk.pipeline.base import (
     GenerationResult,
     TalkingHeadPipeline,
     TemporalBlend,
+    compose_frame,
     crop_inputs,
     feature_backend_of,
     first_reference,
@@ -45,7 +46,7 @@ from difftalk.pipeline.base import (
 )
 from difftalk.pipeline.colour import colour_correction
 from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.paste import feathered_mask, paste_back
+from difftalk.pipeline.paste import feathered_mask
 from difftalk.pipeline.source import ReferenceFrames
 from difftalk.preprocess.landmarks import condition_landmarks
 
@@ -156,12 +157,6 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         previous: list[np.ndarray | None] = [None] * lanes
         smoother = TemporalBlend(options.temporal_smoothing)
 
-        def compose(t: int, crop: np.ndarray | None, weight: np.ndarray | None, box: np.ndarray | None) -> Any:
-            frame = frames[int(driving.source_index[t])]
-            if crop is None or weight is None or box is None:
-                return frame, False
-            return paste_back(frame, crop, box, weight), True
-
         for base in range(0, total, span):
             results: dict[int, Entry] = {}
             for j in range(chunk):
@@ -192,6 +187,6 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             previous = [results[last][0] if last in results else None] + [None] * (lanes - 1)
             for t in range(base, min(base + span, total)):
                 for ready in smoother.push(t, results.get(t)):
-                    yield compose(*ready)
+                    yield compose_frame(frames, driving, ready)
         for ready in smoother.flush():
-            yield compose(*ready)
+            yield compose_frame(frames, driving, ready)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +39,14 @@ from difftalk.pipeline.base import (
     GenerationResult,
     TalkingHeadPipeline,
     TemporalBlend,
+    compose_frame,
     crop_inputs,
     feature_backend_of,
     first_reference,
     prepare_driving_audio,
 )
 from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.paste import feathered_mask, paste_back
+from difftalk.pipeline.paste import feathered_mask
 from difftalk.pipeline.source import ReferenceFrames
 
 logger = logging.getLogger(__name__)
@@ -106,12 +106,6 @@ class LipGANPipeline(TalkingHeadPipeline):
         batch, total = options.lanes * options.chunk, driving.num_frames
         smoother = TemporalBlend(options.temporal_smoothing)
 
-        def compose(t: int, crop: np.ndarray | None, weight: np.ndarray | None, box: np.ndarray | None) -> Any:
-            frame = frames[int(driving.source_index[t])]
-            if crop is None or weight is None or box is None:
-                return frame, False
-            return paste_back(frame, crop, box, weight), True
-
         for base in range(0, total, batch):
             times, items = [], []
             for t in range(base, min(base + batch, total)):
@@ -129,9 +123,9 @@ class LipGANPipeline(TalkingHeadPipeline):
                     results[t] = (crop, feathered_mask(item["mask"], options.feather * size), item["box"])
             for t in range(base, min(base + batch, total)):
                 for ready in smoother.push(t, results.get(t)):
-                    yield compose(*ready)
+                    yield compose_frame(frames, driving, ready)
         for ready in smoother.flush():
-            yield compose(*ready)
+            yield compose_frame(frames, driving, ready)
 
 
 def generate_lipgan(
