@@ -245,3 +245,37 @@ def test_colour_correction_removes_a_smooth_cast_without_reading_the_mouth():
     torch.testing.assert_close(colour_correction(changed, reconstructions, masks, 0.1 * size), correction)
     with pytest.raises(ValueError, match="shapes"):
         colour_correction(crops, reconstructions[:, :2], masks, 6.0)
+
+
+def test_colour_correction_takes_the_cast_inside_the_mask_from_the_reference():
+    """A cast that differs under the mask (a neck among background) is missed by the fill, not with the reference."""
+    generator = torch.Generator().manual_seed(0)
+    size = 64
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    crops = torch.stack([0.5 * xx, 0.3 * yy, 0.2 * xx * yy])[None].repeat(2, 1, 1, 1)
+    masks = torch.zeros(2, 1, size, size)
+    masks[:, :, 30:56, 16:48] = 1
+    neck = torch.zeros(1, 1, size, size)
+    neck[:, :, 34:60, 22:42] = 1  # mostly under the mask
+    neck = torch.nn.functional.avg_pool2d(neck, 3, stride=1, padding=1)
+    background_cast = torch.tensor([0.2, -0.15, 0.1]).view(1, 3, 1, 1)
+    neck_cast = torch.tensor([-0.2, 0.2, 0.0]).view(1, 3, 1, 1)
+    cast = background_cast + (neck_cast - background_cast) * neck
+    reconstructions = crops + cast + 0.01 * torch.randn(crops.shape, generator=generator)
+    # the reference: the same face, its own reconstruction error known everywhere (plus its own mouth's detail)
+    reference_residual = -cast + 0.05 * torch.randn((1, 3, size, size), generator=generator)
+    inside = masks.expand_as(crops).bool()
+
+    def error(correction: torch.Tensor) -> float:
+        return float((correction + cast.expand_as(crops))[inside].abs().mean())
+
+    assert error(colour_correction(crops, reconstructions, masks, 0.1 * size)) > 0.08
+    anchored = colour_correction(crops, reconstructions, masks, 0.1 * size, reference_residual)
+    assert error(anchored) < 0.05
+    changed = crops.clone()
+    changed[inside] = torch.rand(int(inside.sum()), generator=generator)
+    torch.testing.assert_close(
+        colour_correction(changed, reconstructions, masks, 0.1 * size, reference_residual), anchored
+    )
+    with pytest.raises(ValueError, match="reference_residual"):
+        colour_correction(crops, reconstructions, masks, 6.0, reference_residual[:, :, :32])

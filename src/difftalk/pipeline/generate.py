@@ -111,8 +111,13 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         steps: int,
         options: GenerateOptions,
         generator: torch.Generator,
+        reference_residual: torch.Tensor | None = None,
     ) -> list[np.ndarray]:
-        """Masked-z_T DDIM for a batch of frames; returns uint8 crops."""
+        """Masked-z_T DDIM for a batch of frames; returns uint8 crops.
+
+        ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
+        colour correction (``pipeline.colour``).
+        """
         model, size = self.model, self.model.config.autoencoder.image_size
         device, dtype = self.device, self.dtype
         crops = to_tensor(np.stack([it["crop"] for it in items])).to(device, dtype)
@@ -137,9 +142,17 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         generated = model.decode_latents(latents)
         if options.colour_fix:
-            correction = colour_correction(crops, model.decode_latents(known), masks, COLOUR_SIGMA * size)
+            correction = colour_correction(
+                crops, model.decode_latents(known), masks, COLOUR_SIGMA * size, reference_residual
+            )
             generated = (generated + correction).clamp(-1, 1)
         return list(to_uint8(generated))
+
+    @torch.no_grad()
+    def _reconstruction_error(self, crop: np.ndarray) -> torch.Tensor:
+        """``(1, 3, S, S)``: the uint8 ``crop`` minus its autoencoder reconstruction, in [-1, 1] units."""
+        image = to_tensor(crop[None]).to(self.device, self.dtype)
+        return image - self.model.decode_latents(self.model.encode_frames(image))
 
     def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
@@ -152,6 +165,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         frames = ReferenceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         fixed_reference = crop_inputs(frames[first], track, first, size)["crop"]
+        residual = self._reconstruction_error(fixed_reference) if options.colour_fix else None
         total, lanes, chunk = driving.num_frames, options.lanes, options.chunk
         span = lanes * chunk
         previous: list[np.ndarray | None] = [None] * lanes
@@ -178,7 +192,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                 if not todo:
                     continue
                 windows = driving.windows(np.array([it["t"] for it in todo]), context)
-                crops = self._generate_batch(todo, refs, windows, steps, options, generator)
+                crops = self._generate_batch(todo, refs, windows, steps, options, generator, residual)
                 for item, lane, crop in zip(todo, lane_of, crops, strict=True):
                     results[item["t"]] = (crop, feathered_mask(item["mask"], options.feather * size), item["box"])
                     previous[lane] = crop

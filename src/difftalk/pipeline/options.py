@@ -38,7 +38,8 @@ class GenerateOptions:
     """``auto``: the synthetic benchmark's ground truth when the reference is one of its videos, else dlib."""
     colour_fix: bool = True
     """Remove the autoencoder's colour cast from generated mouths (``pipeline.colour``; measured
-    outside the mouth only). Off = the decoded crops as they are."""
+    outside the mouth and on the reference frame, never on the mouth being replaced). Off = the
+    decoded crops as they are."""
     feather: float = 0.06
     """Soft edge of the paste-back, as a fraction of the crop size."""
     max_side: int = 2048
