@@ -225,13 +225,19 @@ def test_odd_but_valid_inputs_give_valid_outputs(checkpoint, media, tmp_path):
     assert probe_video(result.output).width == 768
 
 
-def test_colour_correction_removes_a_smooth_cast_without_reading_the_mouth():
-    generator = torch.Generator().manual_seed(0)
-    size = 64
+def _colour_scene(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two smooth ``(3, size, size)`` crops, their mouth masks and the x coordinate grid in [-1, 1]."""
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     crops = torch.stack([0.5 * xx, 0.3 * yy, 0.2 * xx * yy])[None].repeat(2, 1, 1, 1)
     masks = torch.zeros(2, 1, size, size)
     masks[:, :, 30:56, 16:48] = 1  # a mouth box like data.masks'
+    return crops, masks, xx
+
+
+def test_colour_correction_removes_a_smooth_cast_without_reading_the_mouth():
+    generator = torch.Generator().manual_seed(0)
+    size = 64
+    crops, masks, xx = _colour_scene(size)
     cast = torch.tensor([0.2, -0.15, 0.1]).view(1, 3, 1, 1) + 0.05 * xx  # smooth colour error of the decoder
     reconstructions = crops + cast + 0.01 * torch.randn(crops.shape, generator=generator)
     correction = colour_correction(crops, reconstructions, masks, sigma=0.1 * size)
@@ -251,10 +257,7 @@ def test_colour_correction_takes_the_cast_inside_the_mask_from_the_reference():
     """A cast that differs under the mask (a neck among background) is missed by the fill, not with the reference."""
     generator = torch.Generator().manual_seed(0)
     size = 64
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    crops = torch.stack([0.5 * xx, 0.3 * yy, 0.2 * xx * yy])[None].repeat(2, 1, 1, 1)
-    masks = torch.zeros(2, 1, size, size)
-    masks[:, :, 30:56, 16:48] = 1
+    crops, masks, _ = _colour_scene(size)
     neck = torch.zeros(1, 1, size, size)
     neck[:, :, 34:60, 22:42] = 1  # mostly under the mask
     neck = torch.nn.functional.avg_pool2d(neck, 3, stride=1, padding=1)
