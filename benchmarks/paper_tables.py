@@ -13,11 +13,17 @@ held-out identities are generated self-driven (pixel ground truth) and cross-dri
 audio) and scored by ``difftalk evaluate`` with the sync expert trained on the same data. Runs that
 exist are reused, so a table can be rebuilt after an interruption. Writes
 benchmarks/results/paper_<table>.{json,md}.
+
+Another dataset or scale: ``--config`` (preset or YAML the variants start from), ``--set key=value``
+(applied last to every variant, e.g. to undo the ablation-scale UNet), ``--device cuda`` for
+generation and scoring (training picks the accelerator itself). A changed recipe gets its own run
+and result folders under ``--root``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_results
-from difftalk.config import load_config, replace
+from difftalk.config import load_config, parse_overrides, replace
 from difftalk.evaluate import evaluate_results
 from difftalk.models.syncnet import syncnet_preset
 from difftalk.pipeline.benchmark import run_benchmark
@@ -110,18 +116,38 @@ def ensure_syncnet(data: str, root: Path, steps: int) -> Path:
     return model_dir
 
 
-def ensure_model(variant: str, data: str, root: Path, steps: int, autoencoder: str) -> Path:
-    """Train the ablation-scale model of ``variant`` unless it is already trained."""
-    run_dir = root / "runs" / variant
+def recipe_tag(config: str, overrides: dict[str, Any]) -> str:
+    """``""`` for the standard recipe (``synth_128`` at ablation scale), else a short hash of the changes."""
+    if config == "synth_128" and not overrides:
+        return ""
+    return "cfg-" + hashlib.sha1(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:8]
+
+
+def ensure_model(
+    variant: str,
+    data: str,
+    root: Path,
+    steps: int,
+    autoencoder: str,
+    config: str = "synth_128",
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Train the ablation-scale model of ``variant`` unless it is already trained.
+
+    ``config`` is the preset (or YAML) trained from; ``overrides`` (``--set``) apply last, after the
+    ablation scale and the variant's own changes.
+    """
+    tag = recipe_tag(config, overrides or {})
+    run_dir = root / "runs" / (f"{variant}_{tag}" if tag else variant)
     model_dir = run_dir / "checkpoints" / "model"
     final = run_dir / "final.json"
     if final.is_file() and json.loads(final.read_text())["step"] >= steps:
         return model_dir
-    overrides = {**ABLATION_SCALE, **VARIANTS[variant], "train.steps": steps, "train.run_dir": str(run_dir)}
-    overrides |= {"data.data_dir": data, "train.autoencoder": autoencoder}
-    config = replace(load_config("synth_128"), overrides)
+    changes = {**ABLATION_SCALE, **VARIANTS[variant], "train.steps": steps, "train.run_dir": str(run_dir)}
+    changes |= {"data.data_dir": data, "train.autoencoder": autoencoder, **(overrides or {})}
+    trained = replace(load_config(config), changes)
     logger.info("training %s for %d steps", variant, steps)
-    train_diffusion(config, progress=False)
+    train_diffusion(trained, progress=False)
     return model_dir
 
 
@@ -140,8 +166,11 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
     name_part = "main" if variant == "full" and args.full_model else variant.replace("+", "p")
     trained_here = name_part != "main" and variant not in ("source", "static")
-    budget = [f"steps-{args.steps}"] if trained_here else []  # a longer run never reuses shorter results
+    recipe = recipe_tag(args.config, parse_overrides(args.set))
+    # a longer run, or one of another recipe, never reuses results
+    budget = [f"steps-{args.steps}", *([recipe] if recipe else [])] if trained_here else []
     generation = [f"s{args.seconds:g}", f"n{args.max_clips or 'all'}", f"ddim{args.ddim_steps}"]
+    generation += [] if args.split == "test" else [args.split]
     tag = "_".join([name_part, *budget, *generation, *(f"{k}-{v}" for k, v in sorted(options.items()))])
     for mode in ("self", "cross"):
         out = Path(args.root) / "results" / f"{tag}_{mode}"
@@ -155,12 +184,17 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
                 cross_audio=mode == "cross",
                 options=GenerateOptions(num_steps=args.ddim_steps, lanes=args.lanes, **options),
                 max_clips=args.max_clips,
+                split=args.split,
+                device=args.device,
             )
-            evaluate_results(out, args.data, syncnet, progress=False)
+            evaluate_results(
+                out, args.data, syncnet, lpips_weights=args.lpips_weights, device=args.device, progress=False
+            )
         metrics = json.loads((out / "metrics.json").read_text())
-        summary = metrics.get("summary", metrics.get("mean", {}))
         key = "self_driven" if mode == "self" else "cross_driven"
-        row[mode] = summary.get(key, summary)
+        if key not in metrics.get("summary", {}):
+            raise RuntimeError(f"{out}/metrics.json has no {key} summary; delete the folder and rerun")
+        row[mode] = metrics["summary"][key]
     return row
 
 
@@ -172,7 +206,8 @@ def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namesp
     lines = [
         f"# {table}",
         "",
-        f"`python {' '.join(sys.argv)}` — held-out synthetic identities, "
+        f"`python benchmarks/paper_tables.py {' '.join(sys.argv[1:])}` — "
+        f"{'held-out identities' if args.split == 'test' else f'{args.split} clips'}, "
         f"{args.seconds:g} s per clip, DDIM {args.ddim_steps}, trained variants at ablation scale "
         f"({args.steps} steps each) unless a checkpoint is named.",
         "",
@@ -195,16 +230,23 @@ def main() -> None:
     parser.add_argument("--table", choices=[*TABLES, "all"], default="all")
     parser.add_argument("--data", default="data/synth128")
     parser.add_argument("--autoencoder", default="runs/synth_128_autoencoder_aug/checkpoints/autoencoder")
+    parser.add_argument("--config", default="synth_128", help="preset or YAML the variants are trained from")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a training field of every variant (last)"
+    )
     parser.add_argument("--syncnet", type=Path, help="an existing sync expert (default: train one under --root)")
     parser.add_argument("--full-model", type=Path, help="use this checkpoint for the 'full' rows (e.g. the main run)")
     parser.add_argument("--skip", action="append", default=[], help="leave out rows of this variant (repeatable)")
     parser.add_argument("--root", default="runs/paper_tables", help="where runs and results go")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per variant (800 learned no lip sync)")
     parser.add_argument("--syncnet-steps", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds generated per held-out clip")
     parser.add_argument("--ddim-steps", type=int, default=20)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument("--max-clips", type=int, help="only the first held-out clips")
+    parser.add_argument("--device", default="cpu", help="torch device for generation and scoring (training: auto)")
+    parser.add_argument("--lpips-weights", type=Path, help="folder with the LPIPS weights (else LPIPS is unavailable)")
+    parser.add_argument("--split", default="test", help="the clips generated and scored (test = held-out identities)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -222,7 +264,9 @@ def main() -> None:
             elif variant == "lipgan":
                 model = ensure_lipgan(args.data, root, args.steps, syncnet)
             elif variant not in ("source", "static"):
-                model = ensure_model(variant, args.data, root, args.steps, args.autoencoder)
+                model = ensure_model(
+                    variant, args.data, root, args.steps, args.autoencoder, args.config, parse_overrides(args.set)
+                )
             rows.append(score(label, variant, model, options, args, syncnet))
         markdown = table_markdown(table, rows, args)
         write_results(f"paper_{table}", {"table": table, "rows": rows}, markdown, out_dir=args.out)

@@ -6,6 +6,8 @@ import json
 import math
 import sys
 
+import pytest
+
 from tests.test_preprocess import needs_dlib
 
 
@@ -74,3 +76,41 @@ def test_bench_generate_memory_smoke(tmp_path, monkeypatch):
     _run(bench_generate_memory, ["--minutes", "0.05", "--out", str(tmp_path)], monkeypatch)
     data = json.loads((tmp_path / "generate_memory.json").read_text())
     assert data["frames"] == 75 and data["rss_mb_end"] > 0
+
+
+def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_factory, monkeypatch):
+    """One table end to end at toy scale: two trained variants, self- and cross-driven, scored and cached."""
+    from benchmarks import paper_tables
+
+    from difftalk.pipeline.benchmark import run_benchmark
+    from tests.test_syncnet import synthetic_sync_setup
+
+    setup = synthetic_sync_setup(tmp_path_factory)  # shared with the sync-expert and evaluation tests
+    root, out = tmp_path / "root", tmp_path / "out"
+    tiny = ["--config", "tiny", "--set", "train.autoencoder=''", "--set", "model.unet.block_out_channels=[32, 64]"]
+    tiny += ["--set", "model.unet.attention_levels=[false, true]", "--set", "train.batch_size=2"]
+    argv = ["--table", "context", "--data", str(setup.data_dir), "--syncnet", str(setup.expert_dir), *tiny]
+    argv += ["--seconds", "0.4", "--ddim-steps", "2", "--lanes", "1", "--root", str(root), "--out", str(out)]
+    argv += ["--split", "train", "--max-clips", "2"]  # cross-driven needs two clips; the setup holds out one
+    _run(paper_tables, [*argv, "--steps", "2"], monkeypatch)
+
+    table = json.loads((out / "paper_context.json").read_text())
+    assert [row["variant"] for row in table["rows"]] == ["full", "multi_token"]
+    for row in table["rows"]:
+        assert row["self"]["num_clips"] == row["cross"]["num_clips"] == 2 and math.isfinite(row["self"]["psnr"])
+        assert math.isfinite(row["self"]["lse_c"]) and math.isfinite(row["cross"]["lse_c"])
+    markdown = (out / "paper_context.md").read_text()
+    assert "| multi-token context |" in markdown and "(2 steps each)" in markdown
+    runs = sorted(p.name for p in (root / "runs").iterdir())
+    assert len(runs) == 2 and all(name.startswith(("full_cfg-", "multi_token_cfg-")) for name in runs)
+
+    # the same command again reuses the trained models and the scored results
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run or result was not reused")
+
+    monkeypatch.setattr(paper_tables, "train_diffusion", fail)
+    monkeypatch.setattr(paper_tables, "run_benchmark", fail)
+    _run(paper_tables, [*argv, "--steps", "2"], monkeypatch)
+    assert json.loads((out / "paper_context.json").read_text()) == table
+    with pytest.raises(ValueError, match="at least two clips"):
+        run_benchmark(setup.data_dir, tmp_path / "one", method="source", cross_audio=True, max_clips=1)

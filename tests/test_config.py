@@ -13,6 +13,7 @@ from difftalk.config import (
     ModelConfig,
     from_dict,
     load_config,
+    parse_overrides,
     preset_names,
     replace,
     save_config,
@@ -91,6 +92,17 @@ def test_replace_overrides_and_keeps_the_rest():
     changed = replace(base, {"sampler.num_steps": 3, "model.context": "multi_token"})
     assert changed.sampler.num_steps == 3 and changed.model.context == "multi_token"
     assert changed.model.unet == base.model.unet
+
+
+def test_set_overrides_are_parsed_as_yaml_and_need_an_equals_sign():
+    items = ["train.steps=500", "model.unet.attention_levels=[false, true]", "train.autoencoder=''"]
+    overrides = parse_overrides(items)
+    assert overrides == {"train.steps": 500, "model.unet.attention_levels": [False, True], "train.autoencoder": ""}
+    assert replace(load_config("tiny"), overrides).train.steps == 500
+    assert parse_overrides(None) == {}
+    for bad in ("train.steps", "=5"):
+        with pytest.raises(ConfigError, match="key=value"):
+            parse_overrides([bad])
 
 
 def test_model_configs_are_frozen():

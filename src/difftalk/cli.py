@@ -106,17 +106,10 @@ def _cmd_convert_ldm(args: argparse.Namespace) -> int:
 
 def _load_config_with_overrides(args: argparse.Namespace) -> Any:
     """``--config`` plus ``--set key=value`` overrides (values parsed as YAML)."""
-    import yaml
-
-    from difftalk.config import ConfigError, load_config, replace
+    from difftalk.config import load_config, parse_overrides, replace
 
     config = load_config(args.config)
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     if getattr(args, "data", None):
         overrides["data.data_dir"] = args.data
     if getattr(args, "run_dir", None):
@@ -251,9 +244,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_syncnet(args: argparse.Namespace) -> int:
-    import yaml
-
-    from difftalk.config import from_dict, replace, to_dict
+    from difftalk.config import from_dict, parse_overrides, replace, to_dict
     from difftalk.models.syncnet import syncnet_preset
     from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
 
@@ -262,10 +253,7 @@ def _cmd_train_syncnet(args: argparse.Namespace) -> int:
         from difftalk.config import load_yaml
 
         config = from_dict(SyncNetTrainConfig, {**to_dict(config), **load_yaml(args.config)})
-    overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     if overrides:
         config = replace(config, overrides)
     result = train_syncnet(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
@@ -274,18 +262,14 @@ def _cmd_train_syncnet(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_lipgan(args: argparse.Namespace) -> int:
-    import yaml
-
-    from difftalk.config import from_dict, load_yaml, replace, to_dict
+    from difftalk.config import from_dict, load_yaml, parse_overrides, replace, to_dict
     from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
 
     config = LipGANTrainConfig()
     if args.config:
         config = from_dict(LipGANTrainConfig, {**to_dict(config), **load_yaml(args.config)})
     overrides: dict[str, Any] = {"syncnet": args.syncnet} if args.syncnet else {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides |= parse_overrides(args.set)
     if overrides:
         config = replace(config, overrides)
     result = train_lipgan(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difftalk.config.fields import ConfigError, from_dict, load_yaml, replace, require, save_yaml, to_dict
+from difftalk.config.fields import (
+    ConfigError,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+    replace,
+    require,
+    save_yaml,
+    to_dict,
+)
 from difftalk.config.model import (
     AudioEncoderConfig,
     AutoencoderConfig,
@@ -42,6 +51,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_yaml",
+    "parse_overrides",
     "preset_names",
     "replace",
     "resolve_config_path",

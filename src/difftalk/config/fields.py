@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -159,3 +159,14 @@ def save_yaml(config: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML."""
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(to_dict(config), handle, sort_keys=False)
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
+    """``--set`` strings ``key=value`` → ``{dotted key: value parsed as YAML}`` (for :func:`replace`)."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

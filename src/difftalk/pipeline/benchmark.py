@@ -87,7 +87,7 @@ def run_benchmark(
         method: ``difftalk``, or the baselines ``source`` / ``static``.
         split: which clips (``test`` = held-out identities).
         seconds: length of each generated segment (from the clip's start).
-        cross_audio: drive each clip with the next clip's audio instead of its own.
+        cross_audio: drive each clip with the next selected clip's audio instead of its own (needs two).
         options: generation options (progress bars are turned off per clip).
         device: torch device for the model.
         max_clips: only the first clips (for quick runs).
@@ -95,6 +95,11 @@ def run_benchmark(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = replace(options or GenerateOptions(), progress=False, length="audio")
     clips = open_clips(data_dir, split)[:max_clips]
+    if cross_audio and len(clips) < 2:
+        raise ValueError(
+            f"a cross-driven benchmark drives each clip with another clip's audio, but split {split!r} of "
+            f"{data_dir} gives {len(clips)} clip(s); use a split with at least two clips or raise max_clips"
+        )
     pipe: TalkingHeadPipeline | None = None
     if method in ("difftalk", "lipgan"):
         if checkpoint is None:
@@ -108,7 +113,7 @@ def run_benchmark(
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     entries = []
     for position, clip in enumerate(tqdm(clips, desc=f"benchmark ({method})", unit="clip")):
-        audio_clip = clips[(position + 1) % len(clips)] if cross_audio and len(clips) > 1 else clip
+        audio_clip = clips[(position + 1) % len(clips)] if cross_audio else clip
         frames = min(round(seconds * FPS), clip.num_frames, audio_clip.num_frames)
         audio = load_audio(audio_clip.path / "audio.wav")[: round(frames / FPS * SAMPLE_RATE)]
         reference = _source_video(clip, data_dir)
