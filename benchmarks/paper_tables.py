@@ -166,7 +166,7 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
     name_part = "main" if variant == "full" and args.full_model else variant.replace("+", "p")
     trained_here = name_part != "main" and variant not in ("source", "static")
-    recipe = recipe_tag(args.config, parse_overrides(args.set))
+    recipe = recipe_tag(args.config, args.overrides)
     # a longer run, or one of another recipe, never reuses results
     budget = [f"steps-{args.steps}", *([recipe] if recipe else [])] if trained_here else []
     generation = [f"s{args.seconds:g}", f"n{args.max_clips or 'all'}", f"ddim{args.ddim_steps}"]
@@ -249,6 +249,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="the clips generated and scored (test = held-out identities)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
+    args.overrides = parse_overrides(args.set)
+    replace(load_config(args.config), args.overrides)  # a bad --config or --set fails here, before any training
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     root = Path(args.root)
     syncnet = args.syncnet or ensure_syncnet(args.data, root, args.syncnet_steps)
@@ -265,7 +267,7 @@ def main() -> None:
                 model = ensure_lipgan(args.data, root, args.steps, syncnet)
             elif variant not in ("source", "static"):
                 model = ensure_model(
-                    variant, args.data, root, args.steps, args.autoencoder, args.config, parse_overrides(args.set)
+                    variant, args.data, root, args.steps, args.autoencoder, args.config, args.overrides
                 )
             rows.append(score(label, variant, model, options, args, syncnet))
         markdown = table_markdown(table, rows, args)
