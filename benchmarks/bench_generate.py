@@ -13,8 +13,8 @@ Random weights: speed does not depend on their values. ``--device cpu --tiny`` r
 seconds (the test suite does this so the script cannot rot); GPU numbers come from ``--device cuda``.
 Writes benchmarks/results/generate_<device>.{json,md}.
 
-    python benchmarks/bench_generate.py --device cuda             # 256² (paper_256) and 512² (paper_512)
-    python benchmarks/bench_generate.py --device cpu --tiny
+    python -m benchmarks.bench_generate --device cuda             # 256² (paper_256) and 512² (paper_512)
+    python -m benchmarks.bench_generate --device cpu --tiny
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> None:
     lines = [
         f"# Generation speed on {label}",
         "",
-        "`python benchmarks/bench_generate.py "
+        "`python -m benchmarks.bench_generate "
         + ("--device cpu --tiny" if args.tiny else f"--device {args.device}")
         + "` — one output frame = image-condition encoding + DDIM + decoding.",
         "",

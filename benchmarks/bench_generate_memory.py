@@ -4,7 +4,7 @@ Dubs a short real-face reference video (looped forwards and backwards) with ``--
 using a tiny random-weight model at 1 DDIM step (memory, not quality, is measured), while a thread
 samples the process's RSS. Writes benchmarks/results/generate_memory.{json,md,png}.
 
-    python benchmarks/bench_generate_memory.py [--minutes 2]
+    python -m benchmarks.bench_generate_memory [--minutes 2]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main() -> None:
         [
             "# Host memory while generating a long video",
             "",
-            f"`python benchmarks/bench_generate_memory.py --minutes {args.minutes:g}` — {result.num_frames} frames, "
+            f"`python -m benchmarks.bench_generate_memory --minutes {args.minutes:g}` — {result.num_frames} frames, "
             "tiny random model at 1 DDIM step, a 4 s reference looped.",
             "",
             "| max RSS, 10–50 % of the run | max RSS, 50–100 % | at the end | wall time |",

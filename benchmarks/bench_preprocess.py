@@ -5,7 +5,7 @@ frame) with synthetic speech as its audio, then times ``difftalk preprocess`` wi
 (dlib HOG + 68 landmarks + tracking, 256² crops, mel features): one video with one worker, and two
 videos with two workers (throughput). Writes benchmarks/results/preprocess.{json,md}.
 
-    python benchmarks/bench_preprocess.py [--seconds 20]
+    python -m benchmarks.bench_preprocess [--seconds 20]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
         lines = [
             "# Preprocessing speed (720p real-face input, 256² crops, dlib HOG + 68 landmarks + tracking, mel)",
             "",
-            "`python benchmarks/bench_preprocess.py` — realtime factor = seconds of video per second of wall time.",
+            "`python -m benchmarks.bench_preprocess` — realtime factor = seconds of video per second of wall time.",
             "",
             "| videos | workers | video s | wall s | realtime factor | ms / frame | faces found |",
             "|---|---|---|---|---|---|---|",

@@ -5,7 +5,7 @@ each run with ``difftalk evaluate`` (against ground truth) and compares every ru
 with the 200-step output (SSIM/PSNR of N-step vs 200-step). Writes
 benchmarks/results/steps_quality.{json,md}.
 
-    python benchmarks/bench_steps_quality.py --checkpoint runs/synth_128/checkpoints/model --data data/synth128
+    python -m benchmarks.bench_steps_quality --checkpoint runs/synth_128/checkpoints/model --data data/synth128
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     lines = [
         "# Quality vs DDIM steps (held-out synthetic identities, self-driven)",
         "",
-        f"`python benchmarks/bench_steps_quality.py --checkpoint {args.checkpoint} --data {args.data}`",
+        f"`python -m benchmarks.bench_steps_quality --checkpoint {args.checkpoint} --data {args.data}`",
         "",
         "| DDIM steps | SSIM mouth vs GT ↑ | artic. MAE ↓ | jaw r ↑ | LSE-C ↑ "
         f"| SSIM mouth vs {reference_steps} steps | PSNR mouth vs {reference_steps} steps |",

@@ -6,7 +6,7 @@ workers, reading and decoding frames (no latent cache, the heavier path), for ``
 while a thread samples the RSS of the process and its children every 0.5 s. Writes
 benchmarks/results/train_memory.{json,md,png}.
 
-    python benchmarks/bench_train_memory.py --data data/synth128 [--epochs 2]
+    python -m benchmarks.bench_train_memory --data data/synth128 [--epochs 2]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def main() -> None:
         [
             "# Host memory over a training run",
             "",
-            f"`python benchmarks/bench_train_memory.py --data {args.data} --epochs {args.epochs:g}` — tiny model,",
+            f"`python -m benchmarks.bench_train_memory --data {args.data} --epochs {args.epochs:g}` — tiny model,",
             f"frames decoded by {args.workers} DataLoader workers (no latent cache), {steps} steps = "
             f"{args.epochs:g} epochs of {frames} frames. RSS counts the trainer and its worker processes.",
             "",

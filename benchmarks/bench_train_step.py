@@ -5,7 +5,7 @@ Runs ``difftalk train`` for ``--steps`` steps per variant on a prepared dataset 
 model (speed only) and reads the samples/s the trainer logs. Writes
 benchmarks/results/train_step_<device>.{json,md}.
 
-    python benchmarks/bench_train_step.py --data data/synth128 --config synth_128
+    python -m benchmarks.bench_train_step --data data/synth128 --config synth_128
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     lines = [
         f"# Training-step throughput on {label} ({args.config})",
         "",
-        f"`python benchmarks/bench_train_step.py --data {args.data} --config {args.config}`",
+        f"`python -m benchmarks.bench_train_step --data {args.data} --config {args.config}`",
         "",
         "| variant | samples / s | × plain |",
         "|---|---|---|",

@@ -114,3 +114,31 @@ def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_fact
     assert json.loads((out / "paper_context.json").read_text()) == table
     with pytest.raises(ValueError, match="at least two clips"):
         run_benchmark(setup.data_dir, tmp_path / "one", method="source", cross_audio=True, max_clips=1)
+
+
+def test_documented_benchmark_commands_run_from_the_repository_root():
+    """``python benchmarks/x.py`` cannot import ``benchmarks.common``; the docs must say ``python -m benchmarks.x``."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    documents = [root / "README.md", *(root / "docs").glob("*.md"), *(root / "benchmarks").rglob("*.py")]
+    documents += list((root / "benchmarks" / "results").glob("*.md"))
+    broken = [
+        f"{path.name}: {m.group(0)}"
+        for path in documents
+        for m in re.finditer(r"python3? benchmarks/\w+", path.read_text())
+    ]
+    assert not broken, f"use `python -m benchmarks.<name>`: {broken}"
+    documented = set(re.findall(r"python -m benchmarks\.(\w+)", (root / "docs" / "results.md").read_text()))
+    assert "paper_tables" in documented and all((root / "benchmarks" / f"{name}.py").is_file() for name in documented)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.paper_tables", "--help"],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "--table" in done.stdout, done.stderr
