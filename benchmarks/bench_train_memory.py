@@ -25,6 +25,16 @@ from difftalk.data.clips import open_clips
 from difftalk.train.common import host_memory_mb
 from difftalk.train.diffusion import train_diffusion
 
+MAX_SAVED_SAMPLES = 200
+
+
+def thin(samples: list[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
+    """At most ``limit`` (≥ 2) evenly spaced items of ``samples``, always with the first and the last."""
+    if len(samples) <= limit:
+        return list(samples)
+    indices = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+    return [samples[i] for i in indices]
+
 
 class MemorySampler(threading.Thread):
     """Samples (seconds, MiB) of this process and its children until stopped."""
@@ -93,7 +103,8 @@ def main() -> None:
         "rss_mb_steady_max": round(float(steady.max()), 1),
         "rss_mb_end": round(float(mb[-1]), 1),
         "rss_slope_mb_per_minute": round(slope, 2),
-        "samples": [[round(a, 2), round(b, 1)] for a, b in sampler.samples],
+        # at most MAX_SAVED_SAMPLES (time, MiB) pairs, evenly spaced (the full series is in the plot)
+        "samples": [[round(a, 2), round(b, 1)] for a, b in thin(sampler.samples, MAX_SAVED_SAMPLES)],
     }
     try:
         import matplotlib

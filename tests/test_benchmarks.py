@@ -142,3 +142,16 @@ def test_documented_benchmark_commands_run_from_the_repository_root():
         timeout=120,
     )
     assert done.returncode == 0 and "--table" in done.stdout, done.stderr
+
+
+def test_memory_samples_are_thinned_evenly_with_both_ends():
+    import itertools
+
+    from benchmarks.bench_train_memory import thin
+
+    samples = [(float(i), float(i * i)) for i in range(1001)]
+    kept = thin(samples, 200)
+    assert len(kept) == 200 and kept[0] == samples[0] and kept[-1] == samples[-1]
+    gaps = {b[0] - a[0] for a, b in itertools.pairwise(kept)}
+    assert gaps <= {5.0, 6.0}  # evenly spaced
+    assert thin(samples[:3], 200) == samples[:3]
