@@ -113,3 +113,21 @@ def test_model_configs_are_frozen():
 def test_missing_preset_names_the_choices():
     with pytest.raises(FileNotFoundError, match="tiny"):
         load_config("no_such_preset")
+
+
+def test_every_trainer_config_validates_the_same_fabric_fields():
+    from difftalk.config import AutoencoderTrainConfig, TrainConfig
+    from difftalk.config.training import FabricConfig
+    from difftalk.train.lipgan import LipGANTrainConfig
+    from difftalk.train.syncnet import SyncNetTrainConfig
+
+    for cls in (TrainConfig, AutoencoderTrainConfig, SyncNetTrainConfig, LipGANTrainConfig):
+        assert issubclass(cls, FabricConfig)
+        assert from_dict(cls, {"devices": 2, "strategy": "ddp"}).devices == 2
+        with pytest.raises(ConfigError, match="devices"):
+            from_dict(cls, {"devices": 0})
+        with pytest.raises(ConfigError, match="strategy"):
+            from_dict(cls, {"strategy": "fsdp"})
+    # the small experts default to full precision, the image models pick bf16 on GPUs that support it
+    assert SyncNetTrainConfig().precision == LipGANTrainConfig().precision == "32-true"
+    assert TrainConfig().precision == AutoencoderTrainConfig().precision == "auto"

@@ -9,6 +9,25 @@ from difftalk.config.fields import require as _require
 
 FeatureBackend = Literal["mel", "whisper", "precomputed"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+Accelerator = Literal["auto", "cpu", "cuda", "mps"]
+
+
+@dataclass(frozen=True)
+class FabricConfig:
+    """Where a trainer runs (Lightning Fabric); every ``train-*`` config inherits these flat fields."""
+
+    precision: Precision = "auto"
+    """``auto``: bf16-mixed on GPUs that support it, else 32-true."""
+    accelerator: Accelerator = "auto"
+    devices: int = 1
+    """Devices per node (GPUs, or CPU processes for DDP on CPU)."""
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    """``auto`` becomes DDP when ``devices · num_nodes > 1``."""
+
+    def __post_init__(self) -> None:
+        for name in ("devices", "num_nodes"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +49,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FabricConfig):
     """Diffusion training (``difftalk train``); the autoencoder stays frozen."""
 
     autoencoder: str = ""
@@ -58,13 +77,6 @@ class TrainConfig:
     """Gradient-norm clipping (official: 0.1); 0 disables."""
     ema_decay: float = 0.9999
     """EMA decay of all trained weights (with the LDM warm-up min(decay, (1+n)/(10+n)))."""
-    precision: Precision = "auto"
-    """``auto``: bf16-mixed on GPUs that support it, else 32-true."""
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    devices: int = 1
-    """Devices per node (GPUs, or CPU processes for DDP on CPU)."""
-    num_nodes: int = 1
-    strategy: Literal["auto", "ddp"] = "auto"
     seed: int = 0
     log_every: int = 10
     """Steps between metrics.csv / TensorBoard rows."""
@@ -78,7 +90,8 @@ class TrainConfig:
     """Run folder: resolved config, git SHA, metrics.csv, TensorBoard logs, samples, checkpoints."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "devices", "num_nodes", "log_every", "checkpoint_every", "sample_steps"):
+        super().__post_init__()
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "sample_steps"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
@@ -87,7 +100,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class AutoencoderTrainConfig:
+class AutoencoderTrainConfig(FabricConfig):
     """Autoencoder training (``difftalk train-autoencoder``): L1 + SSIM + codebook (+ LPIPS, + GAN)."""
 
     steps: int = 50_000
@@ -110,18 +123,14 @@ class AutoencoderTrainConfig:
     """Random channel permutation, per-channel gain/offset and mirroring of every training batch
     (``data.transforms.augment_colours``): the autoencoder must encode identities it never saw."""
     seed: int = 0
-    precision: Precision = "auto"
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: Literal["auto", "ddp"] = "auto"
     log_every: int = 10
     checkpoint_every: int = 1000
     sample_every: int = 1000
     run_dir: str = "runs/autoencoder"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "devices", "num_nodes", "log_every", "checkpoint_every"):
+        super().__post_init__()
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         for name in ("l1_weight", "ssim_weight", "codebook_weight", "lpips_weight", "adversarial_weight"):

@@ -67,7 +67,7 @@ def similarity_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch
 def train_autoencoder(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> AutoencoderTrainResult:
     """Train (or resume) the autoencoder of ``config.model.autoencoder`` with ``config.autoencoder_train``."""
     train = config.autoencoder_train
-    fabric = make_fabric(train.accelerator, train.devices, train.num_nodes, train.strategy, train.precision)
+    fabric = make_fabric(train)
     rank, world = fabric.global_rank, fabric.world_size
     run = RunDir(train.run_dir, active=fabric.is_global_zero)
     state_path = run.checkpoints / STATE_NAME

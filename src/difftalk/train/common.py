@@ -24,15 +24,20 @@ from typing import Any
 import psutil
 import torch
 
+from difftalk.config.training import FabricConfig
+
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "training_state.pt"
 
 
-def make_fabric(accelerator: str, devices: int, num_nodes: int, strategy: str, precision: Any) -> Any:
+def make_fabric(config: FabricConfig) -> Any:
     """A launched ``lightning.Fabric``; ``precision="auto"`` picks bf16-mixed on GPUs that support it."""
     import lightning as L
 
+    accelerator, devices, num_nodes = config.accelerator, config.devices, config.num_nodes
+    precision: Any = config.precision  # Fabric types its accepted strings narrower than Precision
+    strategy: str = config.strategy
     if precision == "auto":
         cuda = accelerator in ("auto", "cuda") and torch.cuda.is_available()
         precision = "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"

@@ -172,7 +172,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         progress: show a progress bar (rank 0).
     """
     train = config.train
-    fabric = make_fabric(train.accelerator, train.devices, train.num_nodes, train.strategy, train.precision)
+    fabric = make_fabric(train)
     rank, world = fabric.global_rank, fabric.world_size
     run = RunDir(train.run_dir, active=fabric.is_global_zero)
     state_path = run.checkpoints / STATE_NAME

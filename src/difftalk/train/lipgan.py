@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from difftalk.config import to_dict
-from difftalk.config.training import FeatureBackend
+from difftalk.config.training import FabricConfig, FeatureBackend, Precision
 from difftalk.data.clips import DatasetError, load_manifest
 from difftalk.data.dataset import TalkingHeadDataset
 from difftalk.data.transforms import to_uint8
@@ -69,7 +69,7 @@ MODEL_DIR = "lipgan"
 
 
 @dataclass(frozen=True)
-class LipGANTrainConfig:
+class LipGANTrainConfig(FabricConfig):
     """Training of the LipGAN baseline (``difftalk train-lipgan --set key=value``)."""
 
     model: LipGANConfig = field(default_factory=LipGANConfig)
@@ -114,11 +114,8 @@ class LipGANTrainConfig:
     """DataLoader workers (0 = load in the training process)."""
     seed: int = 0
     """Seed of initialisation and sampling."""
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
+    precision: Precision = "32-true"
+    """Full precision by default (``auto`` picks bf16-mixed on GPUs that support it)."""
     log_every: int = 25
     """Steps between metrics.csv rows."""
     checkpoint_every: int = 1000
@@ -129,6 +126,7 @@ class LipGANTrainConfig:
     """Validation windows (0 = no validation)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks = {
             "frames_per_sample": self.frames_per_sample >= 1,
             "reference_min_distance": self.reference_min_distance >= 0,
@@ -346,7 +344,7 @@ def train_lipgan(
         ValueError: the audio features, expert and config do not fit together.
         DatasetError / FileNotFoundError: the dataset is missing or has no usable window.
     """
-    fabric = make_fabric(config.accelerator, config.devices, config.num_nodes, config.strategy, config.precision)
+    fabric = make_fabric(config)
     rank, world = fabric.global_rank, fabric.world_size
     run = RunDir(run_dir, active=fabric.is_global_zero)
     state_path = run.checkpoints / STATE_NAME

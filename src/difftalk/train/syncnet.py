@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from difftalk.config.fields import to_dict
+from difftalk.config.training import FabricConfig, Precision
 from difftalk.data.clips import Clip, DatasetError, load_manifest, open_clips
 from difftalk.io.audio import load_audio
 from difftalk.metrics.sync import FPS, SyncAccumulator, mfcc, mfcc_windows, prepare_frames, shift_audio
@@ -55,7 +56,7 @@ MODEL_DIR = "syncnet"
 
 
 @dataclass(frozen=True)
-class SyncNetTrainConfig:
+class SyncNetTrainConfig(FabricConfig):
     """Training of the SyncNet expert (``difftalk train-syncnet --set key=value``)."""
 
     model: SyncNetConfig = field(default_factory=SyncNetConfig)
@@ -88,11 +89,8 @@ class SyncNetTrainConfig:
     """DataLoader workers (0 = load in the training process)."""
     seed: int = 0
     """Seed of initialisation and sampling."""
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
+    precision: Precision = "32-true"
+    """Full precision by default (``auto`` picks bf16-mixed on GPUs that support it)."""
     log_every: int = 25
     """Steps between metrics.csv rows."""
     checkpoint_every: int = 500
@@ -105,6 +103,7 @@ class SyncNetTrainConfig:
     """Validation delays the audio by this many frames and expects offset −eval_shift."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks = {
             "steps": self.steps >= 1,
             "batch_size": self.batch_size >= 2,
@@ -288,7 +287,7 @@ def train_syncnet(
     progress: bool = True,
 ) -> SyncNetTrainResult:
     """Train (or resume) a SyncNet expert on the prepared dataset ``data_dir``; outputs go to ``run_dir``."""
-    fabric = make_fabric(config.accelerator, config.devices, config.num_nodes, config.strategy, config.precision)
+    fabric = make_fabric(config)
     rank, world = fabric.global_rank, fabric.world_size
     run = RunDir(run_dir, active=fabric.is_global_zero)
     state_path = run.checkpoints / STATE_NAME
