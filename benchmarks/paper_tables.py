@@ -153,22 +153,30 @@ def ensure_model(
     return model_dir
 
 
-LIPGAN_SCALE: dict[str, Any] = {
-    # 3 windows x 5 frames = 15 frames per step, against the diffusion variants' 16 (synth_128 batch size);
-    # the ablation's learning rate (Wav2Lip's 1e-4 is tuned for ~10^5 steps, not a few thousand)
-    "batch_size": 3,
-    "learning_rate": 3e-4,
-    "checkpoint_every": 250,
-}
+def ensure_lipgan(
+    data: str, root: Path, steps: int, syncnet: Path, config: str = "synth_128", overrides: dict[str, Any] | None = None
+) -> Path:
+    """Train (or resume) the Wav2Lip-style GAN on the variants' data, steps, frames per step and learning rate.
 
-
-def ensure_lipgan(data: str, root: Path, steps: int, syncnet: Path) -> Path:
-    """Train (or resume) the Wav2Lip-style GAN on the same data for the same steps and frames per step."""
-    run_dir = root / "runs" / "lipgan"
-    model = LipGANConfig(image_size=int(load_manifest(data)["crop_size"]))
-    config = LipGANTrainConfig(model=model, syncnet=str(syncnet), steps=steps, **LIPGAN_SCALE)
+    A GAN sample is a window of 5 frames, so ``batch_size`` windows = the diffusion recipe's batch / 5
+    (synth_128: 3 windows = 15 frames against 16); the learning rate is the recipe's (ablation scale:
+    3e-4; Wav2Lip's own 1e-4 is tuned for ~10^5 steps). The generator sees crops of the dataset's size.
+    """
+    overrides = overrides or {}
+    recipe = replace(load_config(config), {**ABLATION_SCALE, **overrides}).train
+    tag = recipe_tag(config, overrides)
+    run_dir = root / "runs" / (f"lipgan_{tag}" if tag else "lipgan")
+    frames = LipGANTrainConfig().frames_per_sample
+    trained = LipGANTrainConfig(
+        model=LipGANConfig(image_size=int(load_manifest(data)["crop_size"])),
+        syncnet=str(syncnet),
+        steps=steps,
+        batch_size=max(1, round(recipe.batch_size / frames)),
+        learning_rate=recipe.learning_rate,
+        checkpoint_every=250,
+    )
     logger.info("training (or resuming) the LipGAN baseline to %d steps", steps)
-    return train_lipgan(config, data, run_dir, resume=True, progress=False).model_dir
+    return train_lipgan(trained, data, run_dir, resume=True, progress=False).model_dir
 
 
 def score(name: str, variant: str, model: Path | None, options: dict[str, Any], args: argparse.Namespace,
@@ -276,7 +284,7 @@ def main() -> None:
                 model = args.full_model
                 label = f"{label.replace(' (ablation scale)', '')} ({args.full_model})"
             elif variant == "lipgan":
-                model = ensure_lipgan(args.data, root, args.steps, syncnet)
+                model = ensure_lipgan(args.data, root, args.steps, syncnet, args.config, args.overrides)
             elif variant not in ("source", "static"):
                 model = ensure_model(
                     variant, args.data, root, args.steps, args.autoencoder, args.config, args.overrides

@@ -155,3 +155,30 @@ def test_memory_samples_are_thinned_evenly_with_both_ends():
     gaps = {b[0] - a[0] for a, b in itertools.pairwise(kept)}
     assert gaps <= {5.0, 6.0}  # evenly spaced
     assert thin(samples[:3], 200) == samples[:3]
+
+
+def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp_path, tmp_path_factory, monkeypatch):
+    """Table 3's GAN row: trained on the same data with the diffusion recipe's frames per step and rate."""
+    import yaml
+    from benchmarks import paper_tables
+
+    from tests.test_syncnet import synthetic_sync_setup
+
+    setup = synthetic_sync_setup(tmp_path_factory)
+    root, out = tmp_path / "root", tmp_path / "out"
+    argv = ["--table", "baselines", "--skip", "full", "--data", str(setup.data_dir), "--syncnet", str(setup.expert_dir)]
+    argv += ["--config", "tiny", "--set", "train.autoencoder=''", "--set", "train.batch_size=10", "--steps", "2"]
+    argv += ["--seconds", "0.4", "--ddim-steps", "2", "--lanes", "1", "--root", str(root), "--out", str(out)]
+    argv += ["--split", "train", "--max-clips", "2"]
+    _run(paper_tables, argv, monkeypatch)
+
+    table = json.loads((out / "paper_baselines.json").read_text())
+    assert [row["variant"] for row in table["rows"]] == ["source", "static", "lipgan"]
+    gan = table["rows"][-1]
+    assert gan["self"]["num_clips"] == gan["cross"]["num_clips"] == 2
+    assert math.isfinite(gan["self"]["psnr_mouth"]) and math.isfinite(gan["cross"]["lse_c"])
+    (run,) = (root / "runs").iterdir()  # a changed recipe gets its own GAN run
+    assert run.name.startswith("lipgan_cfg-")
+    trained = yaml.safe_load((run / "config.yaml").read_text())
+    assert trained["batch_size"] == 2 and trained["learning_rate"] == paper_tables.ABLATION_SCALE["train.learning_rate"]
+    assert trained["model"]["image_size"] == 64 and trained["steps"] == 2
