@@ -203,3 +203,30 @@ def test_mask_without_known_latents_is_an_error():
             num_steps=2,
             mouth_mask=torch.ones(1, 1, 4, 4),
         )
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_shared_noise_gives_identical_batch_items_identical_outputs(eta):
+    ac = make_alphas_cumprod(*PAPER)
+    g = torch.Generator().manual_seed(6)
+    known = torch.randn(1, 3, 8, 8, generator=g).expand(3, -1, -1, -1)  # three frames, same inputs
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:, 2:6] = 1.0
+    z_t = randn((1, 3, 8, 8), g, "cpu").expand(3, -1, -1, -1)
+
+    def run(shared: bool) -> torch.Tensor:
+        return sample_ddim(
+            lambda latents, t: torch.tanh(latents) + latents.mean(dim=(1, 2, 3), keepdim=True),  # mixes pixels
+            z_t,
+            alphas_cumprod=ac,
+            num_steps=6,
+            eta=eta,
+            mouth_mask=mask,
+            known_latents=known,
+            generator=torch.Generator().manual_seed(0),
+            shared_noise=shared,
+        )
+
+    shared, independent = run(True), run(False)
+    assert torch.equal(shared[0], shared[1]) and torch.equal(shared[1], shared[2])
+    assert not torch.allclose(independent[0], independent[1])  # the re-noising differs per item

@@ -282,3 +282,19 @@ def test_colour_correction_takes_the_cast_inside_the_mask_from_the_reference():
     )
     with pytest.raises(ValueError, match="reference_residual"):
         colour_correction(crops, reconstructions, masks, 6.0, reference_residual[:, :, :32])
+
+
+def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(checkpoint, media):
+    """Silent speech, a photo and a fixed reference: every frame has the same conditions, so with one z_T
+    for the whole video the frames are identical, while a new z_T per frame makes the mouth flicker."""
+    from difftalk.pipeline.base import prepare_driving_audio
+
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    flicker = {}
+    for noise in ("independent", "shared"):
+        options = GenerateOptions(noise=noise, progressive_reference=False, temporal_smoothing=0.0, **FAST)
+        driving = prepare_driving_audio(np.zeros(8000, np.float32), pipe.track(), pipe.feature_backend, options)
+        frames = np.stack([frame for frame, _ in pipe.iter_frames(driving, options)]).astype(np.float32)
+        flicker[noise] = float(np.abs(np.diff(frames, axis=0)).max())
+    assert flicker["shared"] == 0.0 and flicker["independent"] > 5, flicker

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 logger = logging.getLogger("difftalk")
+NOISE_HELP = "initial DDIM noise: a new draw per frame, or one draw for the whole video (less flicker)"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -208,6 +209,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         length=args.length,
         loop=args.loop,
         temporal_smoothing=args.temporal_smoothing,
+        noise=args.noise,
         landmarks=args.landmarks,
         seed=args.seed,
         watermark=True,
@@ -313,6 +315,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         colour_fix=not args.no_colour_fix,
         lanes=args.lanes,
         temporal_smoothing=args.temporal_smoothing,
+        noise=args.noise,
         seed=args.seed,
     )
     path = run_benchmark(
@@ -432,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--length", choices=["audio", "video"], default="audio", help="output length follows")
     gen.add_argument("--loop", choices=["pingpong", "loop"], default="pingpong", help="extend a short video by")
     gen.add_argument("--temporal-smoothing", type=float, default=0.2, help="frame interpolation weight (0-0.5)")
+    gen.add_argument("--noise", choices=["independent", "shared"], default="independent", help=NOISE_HELP)
     gen.add_argument("--landmarks", choices=["auto", "detector", "ground_truth"], default="auto")
     gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     gen.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="model precision")
@@ -462,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-colour-fix", action="store_true")
     bench.add_argument("--lanes", type=int, default=1)
     bench.add_argument("--temporal-smoothing", type=float, default=0.2)
+    bench.add_argument("--noise", choices=["independent", "shared"], default="independent", help=NOISE_HELP)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device", help="torch device (default: cpu)")
     bench.set_defaults(handler=_cmd_benchmark)

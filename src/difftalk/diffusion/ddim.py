@@ -88,6 +88,7 @@ def sample_ddim(
     known_latents: torch.Tensor | None = None,
     blend_final: bool = True,
     generator: torch.Generator | None = None,
+    shared_noise: bool = False,
     progress: bool = False,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
@@ -103,6 +104,8 @@ def sample_ddim(
         known_latents: ``(B, C, h, w)`` latents of the known frame; required with ``mouth_mask``.
         blend_final: after the last step, put ``known_latents`` back exactly outside the mask.
         generator: source of every random draw (re-noising and η noise); same seed → same output.
+        shared_noise: draw the re-noising and η noise once per step for the whole batch (``(1, C, h, w)``,
+            broadcast), so that batch items with the same inputs get the same output.
         progress: show a progress bar over the steps.
         callback: called after every step, see :data:`StepCallback`.
 
@@ -119,16 +122,15 @@ def sample_ddim(
     alphas, alphas_prev = ddim_alphas(alphas_cumprod, timesteps)
     latents = initial_noise
     device, dtype, batch = latents.device, latents.dtype, latents.shape[0]
+    noise_shape = (1, *latents.shape[1:]) if shared_noise else tuple(latents.shape)
     for index in tqdm(range(len(timesteps)), desc="DDIM", disable=not progress, leave=False):
         t = timesteps[index]
         t_batch = t.to(device).expand(batch)
         if mouth_mask is not None and known_latents is not None:
-            renoised = add_noise(
-                known_latents, randn(tuple(latents.shape), generator, device, dtype), t_batch, alphas_cumprod
-            )
+            renoised = add_noise(known_latents, randn(noise_shape, generator, device, dtype), t_batch, alphas_cumprod)
             latents = mouth_mask * latents + (1 - mouth_mask) * renoised
         noise_pred = denoise(latents, t_batch)
-        step_noise = randn(tuple(latents.shape), generator, device, dtype) if eta > 0 else None
+        step_noise = randn(noise_shape, generator, device, dtype) if eta > 0 else None
         latents, clean = ddim_step(
             latents, noise_pred, float(alphas[index]), float(alphas_prev[index]), eta, step_noise
         )

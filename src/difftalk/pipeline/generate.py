@@ -115,6 +115,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
     ) -> list[np.ndarray]:
         """Masked-z_T DDIM for a batch of frames; returns uint8 crops.
 
+        ``options.noise == "shared"``: every frame gets the same z_T and the same re-noising draws (a
+        generator seeded anew per batch); else all draws come from ``generator``, new for every frame.
         ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
         colour correction (``pipeline.colour``).
         """
@@ -130,15 +132,22 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             masked_frames=apply_mask(crops, masks),
         )
         known = model.encode_frames(crops)
+        shared = options.noise == "shared"
+        if shared:
+            generator = torch.Generator().manual_seed(options.seed)
+            noise = randn((1, *known.shape[1:]), generator, device, dtype).expand_as(known)
+        else:
+            noise = randn(tuple(known.shape), generator, device, dtype)
         latents = sample_ddim(
             model.make_denoiser(conditions),
-            randn(tuple(known.shape), generator, device, dtype),
+            noise,
             alphas_cumprod=model.alphas_cumprod,
             num_steps=steps,
             eta=options.eta,
             mouth_mask=latent_mask(masks, known.shape[-1]),
             known_latents=known,
             generator=generator,
+            shared_noise=shared,
         )
         generated = model.decode_latents(latents)
         if options.colour_fix:

@@ -31,6 +31,10 @@ class GenerateOptions:
     temporal_smoothing: float = 0.2
     """Frame interpolation against jitter: each generated mouth is blended with the mean of its
     neighbours with this weight (0 = off, at most 0.5)."""
+    noise: Literal["independent", "shared"] = "independent"
+    """DDIM noise (z_T of the mouth and the re-noising of the known latents): drawn anew for every frame,
+    or the same draws for every frame of the video (the mouth then changes only where the conditions
+    change: less flicker)."""
     silence_db: float = -45.0
     """Frames whose audio (RMS over ±20 ms) is below this level get the features of digital silence,
     which the model has learned as a closed mouth."""
