@@ -5,6 +5,7 @@
     python -m benchmarks.paper_tables --table conditions    # Figure 6: A, A+L, A+L+R, A+L+M, A+L+M+R
     python -m benchmarks.paper_tables --table baselines     # Table 3: vs no-change, static-mouth and LipGAN
     python -m benchmarks.paper_tables --table context       # one [a; l] token vs multi-token context
+    python -m benchmarks.paper_tables --table noise         # DDIM noise per frame vs shared by the video
     python -m benchmarks.paper_tables --table all
 
 Every variant is trained with the same recipe and budget at "ablation scale" (the ``synth_128``
@@ -90,6 +91,11 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("static mouth (copy reference)", "static", {}),
         ("Wav2Lip-style GAN (same data, same steps)", "lipgan", {}),
         ("difftalk (ablation scale)", "full", {}),
+    ],
+    "noise": [
+        # not in the paper: one draw of DDIM noise for the whole video instead of one per frame
+        ("new noise per frame (fixed reference)", "full", {"progressive_reference": False}),
+        ("shared noise (fixed reference)", "full", {"progressive_reference": False, "noise": "shared"}),
     ],
     "context": [
         ("one [a; l] token (official)", "full", {}),
