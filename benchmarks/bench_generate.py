@@ -86,7 +86,7 @@ def build(config: DiffTalkConfig, device: torch.device, variant: Variant) -> Dif
     if variant.channels_last:
         model.unet.to(memory_format=torch.channels_last)
     if variant.compile:
-        model.unet = torch.compile(model.unet, dynamic=False)  # type: ignore[assignment]
+        model.unet = torch.compile(model.unet, dynamic=False)
     return model
 
 

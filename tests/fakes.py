@@ -70,7 +70,8 @@ def make_prepared_dataset(
         audio_t = np.arange(int(frames / 25 * 16000)) / 16000
         envelope = np.interp(audio_t, t, opening)
         audio = (0.3 * envelope * np.sin(2 * np.pi * (150 + 40 * k) * audio_t)).astype(np.float32)
-        skin = tuple(int(v) for v in rng.integers(120, 240, 3))
+        r, g, b = (int(v) for v in rng.integers(120, 240, 3))
+        skin = (r, g, b)
         writer = ClipWriter(root / "clips" / name, [size])
         landmarks = []
         for i in range(frames):
