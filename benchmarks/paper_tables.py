@@ -233,6 +233,7 @@ def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namesp
         f"# {table}",
         "",
         f"`python -m benchmarks.paper_tables {' '.join(sys.argv[1:])}` — "
+        f"{rows[0]['self'].get('num_clips', '?') if rows else 0} "
         f"{'held-out identities' if args.split == 'test' else f'{args.split} clips'}, "
         f"{args.seconds:g} s per clip, DDIM {args.ddim_steps}, trained variants at ablation scale "
         f"({args.steps} steps each) unless a checkpoint is named.",

@@ -101,6 +101,7 @@ def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_fact
         assert math.isfinite(row["self"]["lse_c"]) and math.isfinite(row["cross"]["lse_c"])
     markdown = (out / "paper_context.md").read_text()
     assert "| multi-token context |" in markdown and "(2 steps each)" in markdown
+    assert "— 2 train clips, 0.4 s per clip" in markdown
     runs = sorted(p.name for p in (root / "runs").iterdir())
     assert len(runs) == 2 and all(name.startswith(("full_cfg-", "multi_token_cfg-")) for name in runs)
 
