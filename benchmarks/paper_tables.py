@@ -131,6 +131,12 @@ def recipe_tag(config: str, overrides: dict[str, Any]) -> str:
     return "cfg-" + hashlib.sha1(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:8]
 
 
+def recipe_run_dir(root: Path, name: str, config: str, overrides: dict[str, Any]) -> Path:
+    """``root/runs/<name>`` for the standard recipe, ``root/runs/<name>_<recipe tag>`` for a changed one."""
+    tag = recipe_tag(config, overrides)
+    return root / "runs" / (f"{name}_{tag}" if tag else name)
+
+
 def ensure_model(
     variant: str,
     data: str,
@@ -145,8 +151,7 @@ def ensure_model(
     ``config`` is the preset (or YAML) trained from; ``overrides`` (``--set``) apply last, after the
     ablation scale and the variant's own changes.
     """
-    tag = recipe_tag(config, overrides or {})
-    run_dir = root / "runs" / (f"{variant}_{tag}" if tag else variant)
+    run_dir = recipe_run_dir(root, variant, config, overrides or {})
     model_dir = run_dir / "checkpoints" / "model"
     final = run_dir / "final.json"
     if final.is_file() and json.loads(final.read_text())["step"] >= steps:
@@ -170,8 +175,7 @@ def ensure_lipgan(
     """
     overrides = overrides or {}
     recipe = replace(load_config(config), {**ABLATION_SCALE, **overrides}).train
-    tag = recipe_tag(config, overrides)
-    run_dir = root / "runs" / (f"lipgan_{tag}" if tag else "lipgan")
+    run_dir = recipe_run_dir(root, "lipgan", config, overrides)
     frames = LipGANTrainConfig().frames_per_sample
     trained = LipGANTrainConfig(
         model=LipGANConfig(image_size=int(load_manifest(data)["crop_size"])),

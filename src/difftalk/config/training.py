@@ -12,6 +12,13 @@ Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 
 
+def _require_positive(config: object, names: tuple[str, ...]) -> None:
+    """Each named integer field of ``config`` must be >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        _require(value >= 1, name, f"must be >= 1, got {value}")
+
+
 @dataclass(frozen=True)
 class FabricConfig:
     """Where a trainer runs (Lightning Fabric); every ``train-*`` config inherits these flat fields."""
@@ -26,8 +33,7 @@ class FabricConfig:
     """``auto`` becomes DDP when ``devices · num_nodes > 1``."""
 
     def __post_init__(self) -> None:
-        for name in ("devices", "num_nodes"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require_positive(self, ("devices", "num_nodes"))
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,7 @@ class TrainConfig(FabricConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "sample_steps"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require_positive(self, ("steps", "batch_size", "log_every", "checkpoint_every", "sample_steps"))
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
@@ -130,8 +135,7 @@ class AutoencoderTrainConfig(FabricConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require_positive(self, ("steps", "batch_size", "log_every", "checkpoint_every"))
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         for name in ("l1_weight", "ssim_weight", "codebook_weight", "lpips_weight", "adversarial_weight"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")

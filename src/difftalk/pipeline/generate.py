@@ -133,14 +133,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         known = model.encode_frames(crops)
         shared = options.noise == "shared"
-        if shared:
+        if shared:  # the same draws for every batch: a generator seeded anew, one draw broadcast over frames
             generator = torch.Generator().manual_seed(options.seed)
-            noise = randn((1, *known.shape[1:]), generator, device, dtype).expand_as(known)
-        else:
-            noise = randn(tuple(known.shape), generator, device, dtype)
+        noise = randn((1, *known.shape[1:]) if shared else tuple(known.shape), generator, device, dtype)
         latents = sample_ddim(
             model.make_denoiser(conditions),
-            noise,
+            noise.expand_as(known),
             alphas_cumprod=model.alphas_cumprod,
             num_steps=steps,
             eta=options.eta,
