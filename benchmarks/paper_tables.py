@@ -6,6 +6,7 @@
     python -m benchmarks.paper_tables --table baselines     # Table 3: vs no-change, static-mouth and LipGAN
     python -m benchmarks.paper_tables --table context       # one [a; l] token vs multi-token context
     python -m benchmarks.paper_tables --table noise         # DDIM noise per frame vs shared by the video
+    python -m benchmarks.paper_tables --table recipe --seeds 0,1   # the training-recipe levers (issue 12)
     python -m benchmarks.paper_tables --table all
 
 Every variant is trained with the same recipe and budget at "ablation scale" (the ``synth_128``
@@ -66,6 +67,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "A+L+R": {"model.use_masked_target": False},
     "A+L+M": {"model.use_reference": False},
     "multi_token": {"model.context": "multi_token"},
+    # the training-recipe levers: each alone, then together
+    "min_snr_mask": {"train.min_snr_gamma": 5.0, "train.mask_loss_outside": 0.1},
+    "latent_mask": {"model.masked_target": "latent"},
+    "centre_filter": {"model.audio_encoder.filter_init": "centre"},
+    "recipe": {
+        "train.min_snr_gamma": 5.0,
+        "train.mask_loss_outside": 0.1,
+        "model.masked_target": "latent",
+        "model.audio_encoder.filter_init": "centre",
+        "model.context": "multi_token",
+    },
 }
 
 TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
@@ -101,6 +113,14 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("one [a; l] token (official)", "full", {}),
         ("multi-token context", "multi_token", {}),
     ],
+    "recipe": [
+        ("paper recipe", "full", {}),
+        ("min-SNR-5 + mouth-weighted loss", "min_snr_mask", {}),
+        ("latent masked target", "latent_mask", {}),
+        ("smoothing starts at the centre frame", "centre_filter", {}),
+        ("multi-token context", "multi_token", {}),
+        ("all five levers", "recipe", {}),
+    ],
 }
 
 COLUMNS = [
@@ -112,6 +132,11 @@ COLUMNS = [
     ("jaw_corr", "jaw r ↑"),
     ("jitter_ratio", "jitter ratio →1"),
 ]
+CONTROL_COLUMNS = [
+    ("jaw_corr_source", "jaw r vs source ↓ (cross)"),
+    ("lse_c_source", "LSE-C vs source ↓ (cross)"),
+]
+"""The audio-dependence control: a cross-driven video scored against its source clip (must be low)."""
 
 
 def ensure_syncnet(data: str, root: Path, steps: int) -> Path:
@@ -137,6 +162,11 @@ def recipe_run_dir(root: Path, name: str, config: str, overrides: dict[str, Any]
     return root / "runs" / (f"{name}_{tag}" if tag else name)
 
 
+def seeded(name: str, seed: int) -> str:
+    """Run and result name of a variant trained with ``seed`` (seed 0 keeps the plain name)."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 def ensure_model(
     variant: str,
     data: str,
@@ -145,18 +175,21 @@ def ensure_model(
     autoencoder: str,
     config: str = "synth_128",
     overrides: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Train the ablation-scale model of ``variant`` unless it is already trained.
 
     ``config`` is the preset (or YAML) trained from; ``overrides`` (``--set``) apply last, after the
-    ablation scale and the variant's own changes.
+    ablation scale and the variant's own changes. ``seed`` 0 is the runs' historical name; other seeds
+    train ``<variant>_seed<k>`` with ``train.seed=k`` (initial weights, noise, t and sample order).
     """
-    run_dir = recipe_run_dir(root, variant, config, overrides or {})
+    run_dir = recipe_run_dir(root, seeded(variant, seed), config, overrides or {})
     model_dir = run_dir / "checkpoints" / "model"
     final = run_dir / "final.json"
     if final.is_file() and json.loads(final.read_text())["step"] >= steps:
         return model_dir
     changes = {**ABLATION_SCALE, **VARIANTS[variant], "train.steps": steps, "train.run_dir": str(run_dir)}
+    changes |= {"train.seed": seed} if seed else {}
     changes |= {"data.data_dir": data, "train.autoencoder": autoencoder, **(overrides or {})}
     trained = replace(load_config(config), changes)
     logger.info("training %s for %d steps", variant, steps)
@@ -190,11 +223,11 @@ def ensure_lipgan(
 
 
 def score(name: str, variant: str, model: Path | None, options: dict[str, Any], args: argparse.Namespace,
-          syncnet: Path) -> dict[str, Any]:  # fmt: skip
+          syncnet: Path, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Benchmark + evaluate one row, self-driven and cross-driven (cached by what was run, not by label)."""
-    row: dict[str, Any] = {"row": name, "variant": variant, "options": options}
+    row: dict[str, Any] = {"row": name, "variant": variant, "options": options, "seed": seed}
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
-    name_part = "main" if variant == "full" and args.full_model else variant.replace("+", "p")
+    name_part = "main" if variant == "full" and args.full_model else seeded(variant.replace("+", "p"), seed)
     trained_here = name_part != "main" and variant not in ("source", "static")
     recipe = recipe_tag(args.config, args.overrides)
     # a longer run, or one of another recipe, never reuses results
@@ -228,6 +261,20 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     return row
 
 
+def mean_row(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of every numeric metric over rows of the same variant (one per seed)."""
+    out: dict[str, Any] = {"row": label, "variant": rows[0]["variant"], "options": rows[0]["options"], "seeds": []}
+    out["seeds"] = [r["seed"] for r in rows]
+    for mode in ("self", "cross"):
+        keys = {k for r in rows for k, v in r[mode].items() if isinstance(v, (int, float))}
+        out[mode] = {
+            k: sum(r[mode][k] for r in rows) / len(rows)
+            for k in sorted(keys)
+            if all(isinstance(r[mode].get(k), (int, float)) for r in rows)
+        }
+    return out
+
+
 def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def value(part: dict[str, Any], key: str) -> str:
         v = part.get(key)
@@ -246,12 +293,15 @@ def table_markdown(table: str, rows: list[dict[str, Any]], args: argparse.Namesp
         + " | ".join(f"{label} (self)" for _, label in COLUMNS[:2])
         + " | "
         + " | ".join(f"{label} (self / cross)" for _, label in COLUMNS[2:])
+        + " | "
+        + " | ".join(label for _, label in CONTROL_COLUMNS)
         + " |",
-        "|---" * (1 + len(COLUMNS)) + "|",
+        "|---" * (1 + len(COLUMNS) + len(CONTROL_COLUMNS)) + "|",
     ]
     for row in rows:
         cells = [value(row["self"], key) for key, _ in COLUMNS[:2]]
         cells += [f"{value(row['self'], key)} / {value(row['cross'], key)}" for key, _ in COLUMNS[2:]]
+        cells += [value(row["cross"], key) for key, _ in CONTROL_COLUMNS]
         lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -268,6 +318,10 @@ def main() -> None:
     parser.add_argument("--syncnet", type=Path, help="an existing sync expert (default: train one under --root)")
     parser.add_argument("--full-model", type=Path, help="use this checkpoint for the 'full' rows (e.g. the main run)")
     parser.add_argument("--skip", action="append", default=[], help="leave out rows of this variant (repeatable)")
+    parser.add_argument("--only", action="append", default=[], help="keep only rows of this variant (repeatable)")
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated training seeds of every trained variant (a mean row follows)"
+    )
     parser.add_argument("--root", default="runs/paper_tables", help="where runs and results go")
     parser.add_argument("--steps", type=int, default=3000, help="training steps per variant (800 learned no lip sync)")
     parser.add_argument("--syncnet-steps", type=int, default=1500)
@@ -281,6 +335,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set)
+    args.seeds = [int(v) for v in str(args.seeds).split(",") if v.strip()]
     replace(load_config(args.config), args.overrides)  # a bad --config or --set fails here, before any training
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     root = Path(args.root)
@@ -288,19 +343,27 @@ def main() -> None:
     for table in TABLES if args.table == "all" else [args.table]:
         rows = []
         for label, variant, options in TABLES[table]:
-            if variant in args.skip:
+            if variant in args.skip or (args.only and variant not in args.only):
                 continue
-            model = None
-            if variant == "full" and args.full_model:
-                model = args.full_model
-                label = f"{label.replace(' (ablation scale)', '')} ({args.full_model})"
-            elif variant == "lipgan":
-                model = ensure_lipgan(args.data, root, args.steps, syncnet, args.config, args.overrides)
-            elif variant not in ("source", "static"):
-                model = ensure_model(
-                    variant, args.data, root, args.steps, args.autoencoder, args.config, args.overrides
-                )
-            rows.append(score(label, variant, model, options, args, syncnet))
+            trained_here = variant not in ("source", "static", "lipgan") and not (variant == "full" and args.full_model)
+            seeds = args.seeds if trained_here else [0]
+            seed_rows = []
+            for seed in seeds:
+                model = None
+                row_label = f"{label} (seed {seed})" if len(seeds) > 1 else label
+                if variant == "full" and args.full_model:
+                    model = args.full_model
+                    row_label = f"{label.replace(' (ablation scale)', '')} ({args.full_model})"
+                elif variant == "lipgan":
+                    model = ensure_lipgan(args.data, root, args.steps, syncnet, args.config, args.overrides)
+                elif variant not in ("source", "static"):
+                    model = ensure_model(
+                        variant, args.data, root, args.steps, args.autoencoder, args.config, args.overrides, seed
+                    )
+                seed_rows.append(score(row_label, variant, model, options, args, syncnet, seed))
+            rows += seed_rows
+            if len(seed_rows) > 1:
+                rows.append(mean_row(f"{label} (mean of {len(seed_rows)} seeds)", seed_rows))
         markdown = table_markdown(table, rows, args)
         write_results(f"paper_{table}", {"table": table, "rows": rows}, markdown, out_dir=args.out)
         print(markdown)

@@ -123,6 +123,19 @@ def test_cross_driven_uses_the_driving_audio(reports: dict[str, dict[str, Any]])
     assert modes == ["self", "self", "cross"]
 
 
+def test_audio_dependence_control_catches_a_mouth_that_follows_the_source(reports: dict[str, dict[str, Any]]) -> None:
+    """The cross-driven entry is the source video itself (a mouth that ignores the driving audio): against
+    the driving clip it scores low, against its own source clip as well as the real thing — the control's
+    ``*_source`` scores expose it (a model that follows the driving audio shows the reverse)."""
+    summary = reports["truth"]["summary"]
+    cross, own = summary["cross_driven"], summary["self_driven"]
+    assert cross["lse_c_source"] == pytest.approx(reports["truth"]["clips"][0]["metrics"]["lse_c"], abs=1e-6)
+    assert cross["lse_c_source"] > 2 * cross["lse_c"]
+    assert cross["jaw_corr_source"] > 0.7 and cross["jaw_corr_source"] > cross["jaw_corr"] + 0.4
+    assert cross["articulation_mae_source"] < cross["articulation_mae"] - 0.02
+    assert "jaw_corr_source" not in own and "lse_c_source" not in own
+
+
 def test_report_files(reports: dict[str, dict[str, Any]]) -> None:
     folder = Path(reports["segment"]["results_dir"])
     stored = json.loads((folder / "metrics.json").read_text())

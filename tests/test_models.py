@@ -213,3 +213,79 @@ def test_condition_ablations_remove_their_input(tiny_config, make_conditions):
     assert torch.equal(model.predict_noise(x, t, conditions), before)
     conditions.masked_latents = conditions.masked_latents + 1.0
     assert not torch.equal(model.predict_noise(x, t, conditions), before)
+
+
+def _loss(model, frames, conditions, mask, weighting, timesteps):
+    from difftalk.models.difftalk import LossWeighting
+
+    return model.training_loss(
+        conditions=conditions,
+        target_frames=frames,
+        generator=torch.Generator().manual_seed(3),
+        timesteps=timesteps,
+        latent_mouth_mask=mask,
+        weighting=weighting or LossWeighting(),
+    )
+
+
+def test_loss_weighting_over_space_and_t(tiny_config, make_conditions):
+    """Default: the plain ε-MSE. Mask weighting: (inside·n_in + w·outside·n_out) / (n_in + w·n_out) per sample.
+    Min-SNR-γ: each sample scaled by min(SNR, γ) / SNR — a t = 5 sample (SNR ≈ 130) by γ / SNR."""
+    from difftalk.models.difftalk import LossWeighting
+
+    torch.manual_seed(0)
+    model = DiffTalkModel(replace(tiny_config.model, {"unet.zero_init": False}))
+    frames, conditions = make_conditions(model, 2)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 9:, 4:12] = 1
+    t = torch.tensor([5, 600])
+    plain = _loss(model, frames, conditions, mask, None, t)
+    unmasked = _loss(model, frames, conditions, None, None, t)
+    torch.testing.assert_close(plain.loss, unmasked.loss)
+    assert unmasked.mse_inside is None and plain.mse_inside.shape == (2,)
+    n_in, n_out = 7 * 8, 256 - 7 * 8
+    overall = (plain.mse_inside * n_in + plain.mse_outside * n_out) / 256
+    torch.testing.assert_close(plain.loss, overall.mean())
+
+    weighted = _loss(model, frames, conditions, mask, LossWeighting(mask_loss_outside=0.1, mask_loss_dilate=0), t)
+    expected = (plain.mse_inside * n_in + 0.1 * plain.mse_outside * n_out) / (n_in + 0.1 * n_out)
+    torch.testing.assert_close(weighted.loss, expected.mean())
+    dilated = _loss(model, frames, conditions, mask, LossWeighting(mask_loss_outside=0.1, mask_loss_dilate=1), t)
+    assert not torch.allclose(dilated.loss, weighted.loss)
+
+    snr = _loss(model, frames, conditions, mask, LossWeighting(min_snr_gamma=5.0), t)
+    alpha = model.alphas_cumprod[t].float()
+    ratio = alpha / (1 - alpha)
+    per_sample = (plain.mse_inside * n_in + plain.mse_outside * n_out) / 256
+    torch.testing.assert_close(snr.loss, (per_sample * ratio.clamp(max=5.0) / ratio).mean())
+    assert ratio[0] > 100 and ratio[1] < 5  # t = 5 is down-weighted, t = 600 keeps weight 1
+    with pytest.raises(ValueError, match="latent_mouth_mask"):
+        _loss(model, frames, conditions, None, LossWeighting(mask_loss_outside=0.5), t)
+
+
+def test_latent_masked_target_is_exact_outside_the_mask_and_empty_inside(tiny_config):
+    model = DiffTalkModel(replace(tiny_config.model, {"masked_target": "latent"}))
+    latents = torch.randn(2, 3, 16, 16)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 10:, 3:13] = 1
+    masked = model.masked_target_latents(latents, mask)
+    assert torch.equal(masked[:, :, :10], latents[:, :, :10]) and torch.equal(masked[:, :, :, :3], latents[:, :, :, :3])
+    assert not masked[mask.expand_as(masked).bool()].any()
+    pixel = DiffTalkModel(tiny_config.model)
+    with pytest.raises(ValueError, match="masked_frames"):
+        pixel.masked_target_latents(latents, mask)
+    frames = torch.rand(2, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(pixel.masked_target_latents(latents, mask, frames), pixel.encode_frames(frames))
+
+
+@pytest.mark.parametrize("temporal_filter", ["self_attention", "conv_softmax"])
+def test_smoothing_filter_can_start_at_the_centre_frame(temporal_filter):
+    """``uniform`` (paper) starts as a box average over the 17 frames; ``centre`` puts ≈96% on the target frame."""
+    features = torch.randn(4, 17, 16, 80)
+    centre = {}
+    for init in ("uniform", "centre"):
+        torch.manual_seed(0)
+        config = AudioEncoderConfig(context_frames=17, temporal_filter=temporal_filter, filter_init=init)
+        with torch.no_grad():
+            centre[init] = float(AudioEncoder(config)(features).weights[:, 8].mean())
+    assert centre["uniform"] < 0.2 and centre["centre"] > 0.9, centre

@@ -298,3 +298,46 @@ def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(c
         frames = np.stack([frame for frame, _ in pipe.iter_frames(driving, options)]).astype(np.float32)
         flicker[noise] = float(np.abs(np.diff(frames, axis=0)).max())
     assert flicker["shared"] == 0.0 and flicker["independent"] > 5, flicker
+
+
+def test_progressive_reference_chains_generated_latents_in_every_lane(checkpoint, media, monkeypatch):
+    """Frame t's reference is the latent generated for frame t − 1 of its lane (never a decoded and
+    re-encoded crop); across super-chunks lane 0 continues from the frame just before it and lanes 1+
+    from their own last frame; only the very first frame of each lane starts from the fixed reference."""
+    from difftalk.pipeline.base import prepare_driving_audio
+
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    calls = []
+    original = DiffTalkPipeline._generate_batch
+
+    def spy(self, items, references, *args, **kwargs):
+        crops, latents = original(self, items, references, *args, **kwargs)
+        calls.append(([it["t"] for it in items], references.clone(), latents.clone()))
+        return crops, latents
+
+    monkeypatch.setattr(DiffTalkPipeline, "_generate_batch", spy)
+    lanes, chunk = 2, 3
+    options = GenerateOptions(lanes=lanes, chunk=chunk, **FAST)
+    driving = prepare_driving_audio(np.zeros(16000, np.float32), pipe.track(), pipe.feature_backend, options)
+    frames = list(pipe.iter_frames(driving, options))
+    assert len(frames) == driving.num_frames == 25
+    generated = {t: latent for ts, _, latents in calls for t, latent in zip(ts, latents, strict=True)}
+    span = lanes * chunk
+    starts = []
+    for ts, references, _ in calls:
+        for t, reference in zip(ts, references, strict=True):
+            base, offset = divmod(t, span)
+            lane, j = divmod(offset, chunk)
+            if j > 0:
+                expected = generated[t - 1]
+            elif base == 0:
+                starts.append(reference)
+                continue
+            elif lane == 0:
+                expected = generated[t - 1]
+            else:
+                expected = generated[t - span + chunk - 1]
+            assert torch.equal(reference, expected), t
+    assert len(starts) == lanes and torch.equal(starts[0], starts[1])  # the fixed reference's latent
+    assert not any(torch.equal(starts[0], latent) for latent in generated.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.train.autoencoder import train_autoencoder
 from difftalk.train.common import STATE_NAME, load_state
-from difftalk.train.diffusion import train_diffusion
+from difftalk.train.diffusion import T_RANGES, train_diffusion
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -193,3 +194,30 @@ def test_metrics_csv_grows_columns_without_losing_rows(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert rows[1]["val_loss"] == "0.7" and rows[0]["val_loss"] == "" and rows[2]["loss"] == "0.3"
+
+
+def test_recipe_options_train_and_log_the_loss_by_t_range_and_mask(prepared_dataset, tmp_path):
+    """Min-SNR-γ, the mouth-weighted loss, the latent masked target, the centre-start filter and the
+    multi-token context train together, from the latent cache, and log the unweighted ε-MSE inside and
+    outside the mouth mask per t range; the checkpoint keeps the model-side choices."""
+    run_dir = tmp_path / "recipe"
+    recipe = {
+        "train.min_snr_gamma": 5.0,
+        "train.mask_loss_outside": 0.1,
+        "model.masked_target": "latent",
+        "model.audio_encoder.filter_init": "centre",
+        "model.context": "multi_token",
+    }
+    config = _config(prepared_dataset, run_dir, **{"train.steps": 6, "train.log_every": 3, **recipe})
+    result = train_diffusion(config, progress=False)
+    assert result.step == 6
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    ranges = [k for k in rows[0] if k.startswith("mse_")]
+    assert set(ranges) == {f"mse_{w}_t{a}_{b}" for a, b in T_RANGES for w in ("in", "out")}
+    seen = [float(row[k]) for row in rows for k in ranges if row[k] not in ("", "nan")]
+    assert seen and all(v > 0 for v in seen)
+    model = DiffTalkModel.from_pretrained(result.model_dir)
+    assert model.config.masked_target == "latent" and model.config.audio_encoder.filter_init == "centre"
+    assert model.audio_encoder.temporal_filter.frame_bias is not None

@@ -10,7 +10,12 @@ pixel for pixel.
   LPIPS, whole crop and mouth region), LMD, lip sync (LSE-D / LSE-C / AV offset), articulation error
   and temporal jitter; the ground-truth frames are scored too (``*_gt``: the reference row).
 * **cross-driven**: only sync (against ``audio_clip``'s audio) and articulation (against its
-  articulation), plus the jitter of the generated frames.
+  articulation), plus the jitter of the generated frames; and the **audio-dependence control**: the
+  same scores against the SOURCE clip (the dubbed video's own audio and articulation: ``lse_c_source``,
+  ``lse_d_source``, ``jaw_corr_source``, ``articulation_mae_source``). A model whose mouth follows the
+  driving audio scores high against the driving clip and low against the source; a mouth that follows
+  the source video (a leak through the masked frame or the jaw-side landmarks) does the opposite. The
+  sync half works on any data with a sync expert, the articulation half on the synthetic benchmark.
 
 The driving audio segment is ``audio_clip``'s ``audio.wav`` from frame ``audio_start_frame`` (an
 optional entry key; default ``start_frame``) for ``num_frames`` frames. Metrics that need something
@@ -76,6 +81,8 @@ COLUMNS = (
     ("articulation_mae", "artic. MAE ↓"),
     ("articulation_mae_gt", "artic. MAE GT"),
     ("jaw_corr", "jaw r ↑"),
+    ("lse_c_source", "LSE-C vs source ↓"),
+    ("jaw_corr_source", "jaw r vs source ↓"),
     ("jitter", "jitter"),
     ("jitter_gt", "jitter GT"),
     ("jitter_ratio", "jitter ratio"),
@@ -142,6 +149,28 @@ def _sync_metrics(score: SyncScore | None, suffix: str = "") -> dict[str, float 
 def _articulation(probe: ArticulationProbe, crops: list[np.ndarray], landmarks: list[np.ndarray]) -> np.ndarray:
     patches = [mouth_patch(crop, points, probe.config) for crop, points in zip(crops, landmarks, strict=True)]
     return predict_articulation(probe, patches)
+
+
+def _source_control(
+    clip: Clip,
+    start: int,
+    count: int,
+    samples_per_frame: float,
+    sync: SyncAccumulator | None,
+    predicted: list[np.ndarray],
+    vshift: int,
+) -> dict[str, float | None]:
+    """Sync and articulation of a cross-driven video against its SOURCE clip (``*_source``): must be low."""
+    metrics: dict[str, float | None] = {}
+    if sync is not None:
+        own = load_audio(clip.path / "audio.wav")
+        own = own[round(start * samples_per_frame) : round((start + count) * samples_per_frame)]
+        metrics.update(_sync_metrics(sync.finish(own, vshift), "_source"))
+    truth = clip.articulation
+    if truth is not None and predicted:
+        error = articulation_error(np.concatenate(predicted), truth[start : start + count])
+        metrics.update({"articulation_mae_source": error.mae, "jaw_corr_source": error.jaw_corr})
+    return metrics
 
 
 def evaluate_clip(
@@ -240,6 +269,8 @@ def evaluate_clip(
         if predicted_gt:
             floor = articulation_error(np.concatenate(predicted_gt), target)
             metrics.update({"articulation_mae_gt": floor.mae, "jaw_corr_gt": floor.jaw_corr})
+    if not self_driven:  # the audio-dependence control: the same scores against the source clip
+        metrics.update(_source_control(clip, start, done, samples, sync, predicted, vshift))
     metrics["jitter"] = jitter.jitter
     heat_map = None
     if jitter_gt is not None:

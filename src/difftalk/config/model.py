@@ -69,6 +69,7 @@ class AutoencoderConfig:
 
 
 TemporalFilter = Literal["self_attention", "conv_softmax", "none"]
+FilterInit = Literal["uniform", "centre"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class AudioEncoderConfig:
     """Heads of the self-attention temporal filter."""
     attention_layers: int = 1
     """Transformer layers of the self-attention temporal filter."""
+    filter_init: FilterInit = "uniform"
+    """Where the learnable frame weighting starts: ``uniform`` (paper/official: position terms at zero, so
+    the filter starts as a ≈680 ms box average, and on the synthetic benchmark stays one — lip spread and
+    rounding are averaged away) or ``centre`` (a logit bias starts at +``CENTRE_LOGIT`` on the target
+    frame, ≈96% of the weight: the filter starts as the identity and learns how far to look)."""
 
     def __post_init__(self) -> None:
         _require(self.feature_dim >= 1, "feature_dim", "must be >= 1")
@@ -190,6 +196,7 @@ class DiffusionConfig:
 
 
 ContextMode = Literal["single_token", "multi_token"]
+MaskedTarget = Literal["pixel", "latent"]
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,11 @@ class ModelConfig:
     """Condition on the reference latent (ablation switch; off = zero channels)."""
     use_masked_target: bool = True
     """Condition on the masked-target latent (ablation switch; off = zero channels)."""
+    masked_target: MaskedTarget = "pixel"
+    """How z_masked is formed: ``pixel`` (paper/official) = E(target frame with the mouth region blacked
+    out), whose latent differs from the target's well outside the mask (the encoder sees the black box);
+    ``latent`` = E(target) · (1 − latent mouth mask): exact outside the mask, zero inside, one encoder pass
+    fewer per frame. Training and inference use the same rule (``DiffTalkModel.masked_target_latents``)."""
     latent_scale: float = 1.0
     """LDM ``scale_factor``: the diffusion latent is ``latent_scale · E(x)`` so that it has about unit
     variance like the noise (official: 1.0 with the LDM VQ-f4). ``difftalk train`` sets it to 1/std of

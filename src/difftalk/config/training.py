@@ -92,6 +92,15 @@ class TrainConfig(FabricConfig):
     """Steps between PNG sample grids (target | masked | reference | generated); 0 disables."""
     sample_steps: int = 20
     """DDIM steps for the sample grids."""
+    min_snr_gamma: float = 0.0
+    """Min-SNR-γ loss weighting over t (Hang et al. 2023): each sample's ε-MSE is weighted by
+    min(SNR(t), γ) / SNR(t), so the low-noise steps (t < 100: ≈70% of a uniform ε-loss, where the mouth is
+    already decided) stop dominating. 0 = off (paper: uniform ε-MSE); 5 is the usual value."""
+    mask_loss_outside: float = 1.0
+    """Weight of the latent cells outside the (dilated) mouth mask in the ε-MSE, relative to 1 inside;
+    inference never generates them (they are re-noised from the known frame). 1 = uniform (paper)."""
+    mask_loss_dilate: int = 1
+    """Latent cells by which the mouth mask is grown for ``mask_loss_outside`` (the blend seam)."""
     run_dir: str = "runs/difftalk"
     """Run folder: resolved config, git SHA, metrics.csv, TensorBoard logs, samples, checkpoints."""
 
@@ -102,6 +111,9 @@ class TrainConfig(FabricConfig):
         _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         _require(self.sample_every >= 0, "sample_every", "must be >= 0")
+        _require(self.min_snr_gamma >= 0, "min_snr_gamma", "must be >= 0 (0 = off)")
+        _require(0.0 <= self.mask_loss_outside <= 1.0, "mask_loss_outside", "must be in [0, 1] (1 = uniform)")
+        _require(self.mask_loss_dilate >= 0, "mask_loss_dilate", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class TalkingHeadBatch:
     reference_frames: torch.Tensor | None = None
     """``(B, 3, S, S)`` another frame of the same person (≥ ``reference_min_distance`` away)."""
     mouth_masks: torch.Tensor | None = None
-    """``(B, 1, S, S)`` float {0, 1}: 1 = the masked mouth region."""
+    """``(B, 1, S, S)`` float {0, 1}: 1 = the masked mouth region (in latent-cache mode too)."""
     target_latents: torch.Tensor | None = None
     """``(B, C, s, s)`` cached E(target) (latent-cache mode)."""
     masked_latents: torch.Tensor | None = None

@@ -113,6 +113,8 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
             frame_index=torch.tensor(frame),
             reference_index=torch.tensor(reference),
         )
+        mask = torch.from_numpy(mouth_mask(landmarks, size))[None]
+        sample.mouth_masks = mask
         if self.latent_cache is not None:
             latents = clip.latents(self.latent_cache)
             sample.target_latents = torch.from_numpy(latents[frame, 0].astype(np.float32))
@@ -120,11 +122,9 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
             sample.reference_latents = torch.from_numpy(latents[reference, 0].astype(np.float32))
             return sample
         target = to_tensor(clip.read_frame(frame, size))
-        mask = torch.from_numpy(mouth_mask(landmarks, size))[None]
         sample.target_frames = target
         sample.masked_frames = apply_mask(target, mask)
         sample.reference_frames = to_tensor(clip.read_frame(reference, size))
-        sample.mouth_masks = mask
         return sample
 
     def __getitem__(self, index: int) -> TalkingHeadBatch:

@@ -25,6 +25,16 @@ from difftalk.config import AudioEncoderConfig
 
 _LEAK = 0.02
 
+CENTRE_LOGIT = 6.0
+"""``filter_init: centre``: the target frame's starting logit; with 17 frames it gets e⁶ / (e⁶ + 16) ≈ 96%."""
+
+
+def _centre_logits(frames: int) -> torch.Tensor:
+    """``(frames,)``: ``CENTRE_LOGIT`` on the centre frame, 0 elsewhere."""
+    logits = torch.zeros(frames)
+    logits[frames // 2] = CENTRE_LOGIT
+    return logits
+
 
 @dataclass
 class AudioEncoding:
@@ -34,6 +44,8 @@ class AudioEncoding:
     """``(B, D)`` smoothed audio vector a for the centre frame."""
     tokens: torch.Tensor
     """``(B, T, D)`` per-frame audio tokens after the temporal filter (for a multi-token context)."""
+    weights: torch.Tensor
+    """``(B, T)`` the filter's weights over the frames (one-hot on the centre without a filter)."""
 
 
 class WindowEncoder(nn.Module):
@@ -80,12 +92,23 @@ class SelfAttentionFilter(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers=config.attention_layers, enable_nested_tensor=False)
         self.score = nn.Linear(d, 1)
+        # a learnable per-frame logit bias, only for filter_init="centre" (the paper's filter has none)
+        self.frame_bias: nn.Parameter | None = None
+        if config.filter_init == "centre":
+            self.frame_bias = nn.Parameter(_centre_logits(config.context_frames))
 
-    def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T, D)`` → (smoothed ``(B, D)``, tokens ``(B, T, D)``)."""
+    def frame_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` filtered tokens → ``(B, T)`` softmax weights over the frames."""
+        logits = self.score(tokens).squeeze(-1)
+        if self.frame_bias is not None:
+            logits = logits + self.frame_bias
+        return torch.softmax(logits, dim=1)
+
+    def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, D)`` → (smoothed ``(B, D)``, tokens ``(B, T, D)``, frame weights ``(B, T)``)."""
         tokens = self.encoder(vectors + self.positions)
-        weights = torch.softmax(self.score(tokens).squeeze(-1), dim=1)
-        return torch.einsum("bt,btd->bd", weights, tokens), tokens
+        weights = self.frame_weights(tokens)
+        return torch.einsum("bt,btd->bd", weights, tokens), tokens, weights
 
 
 class ConvSoftmaxFilter(nn.Module):
@@ -102,12 +125,15 @@ class ConvSoftmaxFilter(nn.Module):
             layers += [nn.Conv1d(c_in, c_out, kernel_size=3, padding=1), nn.LeakyReLU(_LEAK)]
         self.convs = nn.Sequential(*layers)
         self.mix = nn.Linear(config.context_frames, config.context_frames)
+        if config.filter_init == "centre":
+            with torch.no_grad():
+                self.mix.bias.copy_(_centre_logits(config.context_frames))
 
-    def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T, D)`` → (smoothed ``(B, D)``, tokens ``(B, T, D)`` unchanged)."""
+    def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, D)`` → (smoothed ``(B, D)``, tokens ``(B, T, D)`` unchanged, frame weights ``(B, T)``)."""
         attention = self.convs(vectors[..., : self.attend_channels].transpose(1, 2)).squeeze(1)
         weights = torch.softmax(self.mix(attention), dim=1)
-        return torch.einsum("bt,btd->bd", weights, vectors), vectors
+        return torch.einsum("bt,btd->bd", weights, vectors), vectors, weights
 
 
 class AudioEncoder(nn.Module):
@@ -146,6 +172,8 @@ class AudioEncoder(nn.Module):
         vectors = self.window_encoder(audio_features.flatten(0, 1)).view(batch, frames, -1)
         if self.temporal_filter is None:
             centre = vectors[:, frames // 2]
-            return AudioEncoding(vector=centre, tokens=vectors)
-        vector, tokens = self.temporal_filter(vectors)
-        return AudioEncoding(vector=vector, tokens=tokens)
+            weights = torch.zeros(batch, frames, device=vectors.device, dtype=vectors.dtype)
+            weights[:, frames // 2] = 1
+            return AudioEncoding(vector=centre, tokens=vectors, weights=weights)
+        vector, tokens, weights = self.temporal_filter(vectors)
+        return AudioEncoding(vector=vector, tokens=tokens, weights=weights)

@@ -41,14 +41,37 @@ class DiffTalkConditions:
     """``(B, C, h, w)`` latents of the target frame with its mouth region masked."""
 
 
+@dataclass(frozen=True)
+class LossWeighting:
+    """How the ε-MSE is weighted (``TrainConfig`` fields of the same names; the defaults are the paper's)."""
+
+    min_snr_gamma: float = 0.0
+    """> 0: weight each sample by min(SNR(t), γ) / SNR(t) (Min-SNR-γ); 0: uniform over t."""
+    mask_loss_outside: float = 1.0
+    """Weight of latent cells outside the dilated mouth mask (1 inside); 1 = uniform."""
+    mask_loss_dilate: int = 1
+    """Latent cells by which the mouth mask is grown before weighting."""
+
+
 @dataclass
 class TrainingLossOutput:
     """Result of :meth:`DiffTalkModel.training_loss`."""
 
     loss: torch.Tensor
-    """Scalar ε-MSE averaged over all latent elements."""
+    """Scalar weighted ε-MSE (plain mean over all latent elements with the default weighting)."""
     timesteps: torch.Tensor
     """``(B,)`` the sampled diffusion steps."""
+    mse_inside: torch.Tensor | None = None
+    """``(B,)`` detached unweighted ε-MSE inside the (undilated) latent mouth mask, when a mask was given."""
+    mse_outside: torch.Tensor | None = None
+    """``(B,)`` the same outside the mask."""
+
+
+def dilate_mask(mask: torch.Tensor, cells: int) -> torch.Tensor:
+    """Grow a ``(B, 1, h, w)`` {0, 1} mask by ``cells`` in every direction (square structuring element)."""
+    if cells <= 0:
+        return mask
+    return F.max_pool2d(mask, kernel_size=2 * cells + 1, stride=1, padding=cells)
 
 
 class DiffTalkModel(nn.Module):
@@ -174,6 +197,22 @@ class DiffTalkModel(nn.Module):
         sample = self.unet_input(latents, conditions)
         return self.unet(sample, timesteps, encoder_hidden_states=context.to(sample.dtype)).sample
 
+    def masked_target_latents(
+        self, target_latents: torch.Tensor, latent_mouth_mask: torch.Tensor, masked_frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z_masked by ``config.masked_target`` — the one rule for training and inference.
+
+        Args:
+            target_latents: ``(B, C, h, w)`` diffusion latents of the target frame.
+            latent_mouth_mask: ``(B, 1, h, w)`` 1 = mouth region (``data.masks.latent_mask``).
+            masked_frames: ``(B, 3, S, S)`` the target with its mouth blacked out; needed for ``pixel`` only.
+        """
+        if self.config.masked_target == "latent":
+            return target_latents * (1 - latent_mouth_mask.to(target_latents.dtype))
+        if masked_frames is None:
+            raise ValueError("model.masked_target='pixel' encodes the masked frame: pass masked_frames")
+        return self.encode_frames(masked_frames)
+
     def make_denoiser(self, conditions: DiffTalkConditions) -> DenoiseFn:
         """The closure ``denoise(latents, timesteps) -> ε̂`` with the context encoded once."""
         context = self.encode_context(conditions.audio_features, conditions.landmarks)
@@ -191,8 +230,10 @@ class DiffTalkModel(nn.Module):
         target_latents: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         timesteps: torch.Tensor | None = None,
+        latent_mouth_mask: torch.Tensor | None = None,
+        weighting: LossWeighting | None = None,
     ) -> TrainingLossOutput:
-        """ε-prediction MSE (paper Eq. 3) for one batch.
+        """ε-prediction MSE (paper Eq. 3) for one batch, optionally weighted over t and space.
 
         Args:
             conditions: from :meth:`prepare_conditions` (or built from cached latents).
@@ -201,6 +242,9 @@ class DiffTalkModel(nn.Module):
                 latents go through :meth:`scale_latents` first).
             generator: source of t ~ U{0..T-1} and of ε.
             timesteps: optional fixed ``(B,)`` t instead of sampling them.
+            latent_mouth_mask: ``(B, 1, h, w)`` 1 = mouth region; needed for a mask weighting and for the
+                inside/outside losses in the output.
+            weighting: see :class:`LossWeighting`; None = the paper's uniform ε-MSE.
         """
         if (target_frames is None) == (target_latents is None):
             raise ValueError("pass exactly one of target_frames and target_latents")
@@ -216,8 +260,27 @@ class DiffTalkModel(nn.Module):
         noise = randn(tuple(clean.shape), generator, clean.device, clean.dtype)
         noisy = add_noise(clean, noise, timesteps, self.alphas_cumprod)
         noise_pred = self.predict_noise(noisy, timesteps, conditions)
-        loss = F.mse_loss(noise_pred.float(), noise.float())
-        return TrainingLossOutput(loss=loss, timesteps=timesteps)
+        error = (noise_pred.float() - noise.float()).square()  # (B, C, h, w)
+        weighting = weighting or LossWeighting()
+        spatial = torch.ones_like(error[:, :1])
+        inside = outside = None
+        if latent_mouth_mask is not None:
+            mask = latent_mouth_mask.to(error.dtype)
+            with torch.no_grad():
+                cells = error.mean(dim=1, keepdim=True)
+                inside = (cells * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp_min(1)
+                outside = (cells * (1 - mask)).sum(dim=(1, 2, 3)) / (1 - mask).sum(dim=(1, 2, 3)).clamp_min(1)
+            if weighting.mask_loss_outside != 1.0:
+                grown = dilate_mask(mask, weighting.mask_loss_dilate)
+                spatial = grown + weighting.mask_loss_outside * (1 - grown)
+        elif weighting.mask_loss_outside != 1.0:
+            raise ValueError("a mask-weighted loss (mask_loss_outside != 1) needs latent_mouth_mask")
+        per_sample = (error * spatial).sum(dim=(1, 2, 3)) / (spatial.sum(dim=(1, 2, 3)) * error.shape[1])
+        if weighting.min_snr_gamma > 0:
+            alpha = self.alphas_cumprod.to(per_sample.device)[timesteps].to(per_sample.dtype)
+            snr = alpha / (1 - alpha)
+            per_sample = per_sample * snr.clamp(max=weighting.min_snr_gamma) / snr
+        return TrainingLossOutput(loss=per_sample.mean(), timesteps=timesteps, mse_inside=inside, mse_outside=outside)
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints

@@ -29,7 +29,7 @@ import torch
 from difftalk.data.masks import apply_mask, latent_mask
 from difftalk.data.transforms import to_tensor, to_uint8
 from difftalk.diffusion.ddim import randn, sample_ddim
-from difftalk.models.difftalk import DiffTalkModel
+from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
 from difftalk.pipeline.base import (
     FPS,
     WATERMARK_PAYLOAD,
@@ -106,15 +106,17 @@ class DiffTalkPipeline(TalkingHeadPipeline):
     def _generate_batch(
         self,
         items: list[dict[str, Any]],
-        references: list[np.ndarray],
+        references: torch.Tensor,
         audio_windows: np.ndarray,
         steps: int,
         options: GenerateOptions,
         generator: torch.Generator,
         reference_residual: torch.Tensor | None = None,
-    ) -> list[np.ndarray]:
-        """Masked-z_T DDIM for a batch of frames; returns uint8 crops.
+    ) -> tuple[list[np.ndarray], torch.Tensor]:
+        """Masked-z_T DDIM for a batch of frames; returns (uint8 crops, their latents ``(B, C, h, w)``).
 
+        ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or the previous frame's
+        generated latent: the real frame's latent with the generated mouth, never decoded and re-encoded).
         ``options.noise == "shared"``: every frame gets the same z_T and the same re-noising draws (a
         generator seeded anew per batch); else all draws come from ``generator``, new for every frame.
         ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
@@ -125,13 +127,15 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         crops = to_tensor(np.stack([it["crop"] for it in items])).to(device, dtype)
         masks = torch.from_numpy(np.stack([it["mask"] for it in items]))[:, None].to(device, dtype)
         landmarks = np.stack([condition_landmarks(it["landmarks"], size) for it in items])
-        conditions = model.prepare_conditions(
+        known = model.encode_frames(crops)
+        mouth = latent_mask(masks, known.shape[-1])
+        pixel = model.config.masked_target == "pixel"
+        conditions = DiffTalkConditions(
             audio_features=torch.from_numpy(audio_windows).to(device, dtype),
             landmarks=torch.from_numpy(landmarks).to(device, dtype),
-            reference_frames=to_tensor(np.stack(references)).to(device, dtype),
-            masked_frames=apply_mask(crops, masks),
+            reference_latents=references.to(device, dtype),
+            masked_latents=model.masked_target_latents(known, mouth, apply_mask(crops, masks) if pixel else None),
         )
-        known = model.encode_frames(crops)
         shared = options.noise == "shared"
         if shared:  # the same draws for every batch: a generator seeded anew, one draw broadcast over frames
             generator = torch.Generator().manual_seed(options.seed)
@@ -142,7 +146,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             alphas_cumprod=model.alphas_cumprod,
             num_steps=steps,
             eta=options.eta,
-            mouth_mask=latent_mask(masks, known.shape[-1]),
+            mouth_mask=mouth,
             known_latents=known,
             generator=generator,
             shared_noise=shared,
@@ -153,7 +157,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                 crops, model.decode_latents(known), masks, COLOUR_SIGMA * size, reference_residual
             )
             generated = (generated + correction).clamp(-1, 1)
-        return list(to_uint8(generated))
+        return list(to_uint8(generated)), latents
 
     @torch.no_grad()
     def _reconstruction_error(self, crop: np.ndarray) -> torch.Tensor:
@@ -163,7 +167,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
 
     def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
-        after the other (progressive reference within the lane); the lanes run as one batch."""
+        after the other (progressive reference within the lane); the lanes run as one batch.
+
+        Progressive reference: a frame's reference is the latent generated for the frame before it in its
+        lane (the real frame's latent, the generated mouth inside the mask: no decode/encode drift). Across
+        super-chunks lane 0 continues from the frame just before it and lanes 1+ continue their own chains;
+        a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference."""
         track = self.track()
         size = self.model.config.autoencoder.image_size
         context = self.model.config.audio_encoder.context_frames
@@ -172,14 +181,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         frames = ReferenceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         fixed_reference = crop_inputs(frames[first], track, first, size)["crop"]
+        fixed_latent = self.model.encode_frames(to_tensor(fixed_reference[None]).to(self.device, self.dtype))[0]
         residual = self._reconstruction_error(fixed_reference) if options.colour_fix else None
         total, lanes, chunk = driving.num_frames, options.lanes, options.chunk
         span = lanes * chunk
-        previous: list[np.ndarray | None] = [None] * lanes
+        previous: list[torch.Tensor | None] = [None] * lanes
         smoother = TemporalBlend(options.temporal_smoothing)
 
         for base in range(0, total, span):
             results: dict[int, Entry] = {}
+            last_latent: torch.Tensor | None = None
             for j in range(chunk):
                 todo, lane_of, refs = [], [], []
                 for lane in range(lanes):
@@ -195,17 +206,20 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     todo.append(item)
                     lane_of.append(lane)
                     reference = previous[lane] if options.progressive_reference else None
-                    refs.append(reference if reference is not None else fixed_reference)
+                    refs.append(reference if reference is not None else fixed_latent)
                 if not todo:
                     continue
                 windows = driving.windows(np.array([it["t"] for it in todo]), context)
-                crops = self._generate_batch(todo, refs, windows, steps, options, generator, residual)
-                for item, lane, crop in zip(todo, lane_of, crops, strict=True):
+                crops, latents = self._generate_batch(
+                    todo, torch.stack(refs), windows, steps, options, generator, residual
+                )
+                for item, lane, crop, latent in zip(todo, lane_of, crops, latents, strict=True):
                     results[item["t"]] = (crop, feathered_mask(item["mask"], options.feather * size), item["box"])
-                    previous[lane] = crop
-            # Chain the lanes: lane 0 of the next super-chunk continues from this one's last frame.
-            last = min(base + span, total) - 1
-            previous = [results[last][0] if last in results else None] + [None] * (lanes - 1)
+                    previous[lane] = latent
+                    if item["t"] == min(base + span, total) - 1:
+                        last_latent = latent
+            # lane 0 of the next super-chunk continues from this one's last frame; the others keep their chains
+            previous[0] = last_latent
             for t in range(base, min(base + span, total)):
                 for ready in smoother.push(t, results.get(t)):
                     yield compose_frame(frames, driving, ready)

@@ -30,7 +30,7 @@ from difftalk.data.transforms import to_uint8
 from difftalk.diffusion.ddim import randn, sample_ddim
 from difftalk.io.image import save_image_grid
 from difftalk.models.autoencoder import Autoencoder
-from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
+from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel, LossWeighting
 from difftalk.train.common import (
     STATE_NAME,
     RunDir,
@@ -77,38 +77,93 @@ def _load_autoencoder(model: DiffTalkModel, path: str) -> None:
     model.autoencoder.load_state_dict(autoencoder.state_dict(), strict=True)
 
 
-def _conditions(model: DiffTalkModel, batch: TalkingHeadBatch) -> DiffTalkConditions:
-    """Named conditions of a batch: cached latents scaled, frames through the frozen encoder."""
-    if batch.reference_latents is not None and batch.masked_latents is not None:
-        return DiffTalkConditions(
-            audio_features=batch.audio_features,
-            landmarks=batch.landmarks,
-            reference_latents=model.scale_latents(batch.reference_latents),
-            masked_latents=model.scale_latents(batch.masked_latents),
-        )
-    assert batch.reference_frames is not None and batch.masked_frames is not None
-    return model.prepare_conditions(
+def _conditions(
+    model: DiffTalkModel, batch: TalkingHeadBatch, clean: torch.Tensor, mask: torch.Tensor
+) -> DiffTalkConditions:
+    """Named conditions of a batch: cached latents scaled, frames through the frozen encoder.
+
+    ``clean``: the target's diffusion latents; ``mask``: its latent mouth mask ``(B, 1, h, w)``.
+    """
+    if batch.reference_latents is not None:
+        reference = model.scale_latents(batch.reference_latents)
+    else:
+        assert batch.reference_frames is not None
+        reference = model.encode_frames(batch.reference_frames)
+    if model.config.masked_target == "pixel" and batch.masked_latents is not None:
+        masked = model.scale_latents(batch.masked_latents)
+    else:
+        masked = model.masked_target_latents(clean, mask, batch.masked_frames)
+    return DiffTalkConditions(
         audio_features=batch.audio_features,
         landmarks=batch.landmarks,
-        reference_frames=batch.reference_frames,
-        masked_frames=batch.masked_frames,
+        reference_latents=reference,
+        masked_latents=masked,
     )
+
+
+def _targets(model: DiffTalkModel, batch: TalkingHeadBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target diffusion latents ``(B, C, h, w)``, latent mouth mask ``(B, 1, h, w)``) of a batch."""
+    if batch.target_latents is not None:
+        clean = model.scale_latents(batch.target_latents)
+    else:
+        assert batch.target_frames is not None
+        clean = model.encode_frames(batch.target_frames)
+    if batch.mouth_masks is None:
+        raise ValueError("training batches need mouth_masks (TalkingHeadDataset provides them)")
+    return clean, latent_mask(batch.mouth_masks.to(clean.dtype), clean.shape[-1])
+
+
+T_RANGES = ((0, 100), (100, 300), (300, 700), (700, 1000))
+"""Diffusion-step ranges whose ε-MSE inside/outside the mouth mask is logged separately (fractions of T
+for schedules of another length)."""
+
+
+class LossByRange:
+    """Running sums of the unweighted ε-MSE inside/outside the mouth mask per t range, between log rows."""
+
+    def __init__(self, num_timesteps: int) -> None:
+        self.edges = [(round(a * num_timesteps / 1000), round(b * num_timesteps / 1000)) for a, b in T_RANGES]
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, timesteps: torch.Tensor, inside: torch.Tensor | None, outside: torch.Tensor | None) -> None:
+        if inside is None or outside is None:
+            return
+        t = timesteps.detach().cpu()
+        for (low, high), (a, b) in zip(self.edges, T_RANGES, strict=True):
+            pick = (t >= low) & (t < high)
+            if not bool(pick.any()):
+                continue
+            for where, values in (("in", inside), ("out", outside)):
+                key = f"mse_{where}_t{a}_{b}"
+                self.sums[key] = self.sums.get(key, 0.0) + float(values.detach().cpu()[pick].sum())
+                self.counts[key] = self.counts.get(key, 0) + int(pick.sum())
+
+    def means(self) -> dict[str, float]:
+        """Mean per key over the window (NaN where the window drew no t in that range); then reset."""
+        keys = [f"mse_{w}_t{a}_{b}" for a, b in T_RANGES for w in ("in", "out")]
+        out = {k: self.sums[k] / self.counts[k] if self.counts.get(k) else float("nan") for k in keys}
+        self.reset()
+        return out
 
 
 @torch.no_grad()
 def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, seed: int) -> list[list[Any]]:
     """Rows target | masked | reference | generated (uint8 images) for a small batch."""
     model.eval()
-    conditions = _conditions(model, batch)
-    assert batch.target_frames is not None and batch.mouth_masks is not None
-    known = model.encode_frames(batch.target_frames)
+    assert batch.target_frames is not None
+    known, mask = _targets(model, batch)
+    conditions = _conditions(model, batch, known, mask)
     generator = torch.Generator().manual_seed(seed)
     latents = sample_ddim(
         model.make_denoiser(conditions),
         randn(tuple(known.shape), generator, known.device, known.dtype),
         alphas_cumprod=model.alphas_cumprod,
         num_steps=num_steps,
-        mouth_mask=latent_mask(batch.mouth_masks, known.shape[-1]),
+        mouth_mask=mask,
         known_latents=known,
         generator=generator,
     )
@@ -297,6 +352,8 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         fabric.barrier()
         return model_dir
 
+    weighting = LossWeighting(train.min_snr_gamma, train.mask_loss_outside, train.mask_loss_dilate)
+    by_range = LossByRange(config.model.diffusion.num_train_timesteps)
     bar = tqdm(total=train.steps, initial=start_step, desc="train", disable=not (progress and fabric.is_global_zero))
     step, loss_value, stopped = start_step, float("nan"), False
     window_start, window_steps = time.perf_counter(), 0
@@ -307,12 +364,15 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             if train.warmup_steps:
                 for group in optimizer.param_groups:
                     group["lr"] = train.learning_rate * min(1.0, (index + 1) / train.warmup_steps)
+            clean, mask = _targets(model, batch)
             output = fabric_model.training_loss(
-                conditions=_conditions(model, batch),
-                target_frames=batch.target_frames,
-                target_latents=None if batch.target_latents is None else model.scale_latents(batch.target_latents),
+                conditions=_conditions(model, batch, clean, mask),
+                target_latents=clean,
                 generator=generator,
+                latent_mouth_mask=mask,
+                weighting=weighting,
             )
+            by_range.add(output.timesteps, output.mse_inside, output.mse_outside)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(output.loss)
             grad_norm = (
@@ -342,6 +402,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
                         "samples_per_second": rate * train.batch_size * world,
                         "elapsed_seconds": time.perf_counter() - run_start,
                         "host_memory_mb": host_memory_mb(),
+                        **by_range.means(),
                     },
                 )
                 window_start, window_steps = time.perf_counter(), 0
