@@ -107,3 +107,56 @@ def test_bad_media_errors(tmp_path):
         probe_video(tmp_path / "junk.mp4")
     with pytest.raises(VideoError):
         list(iter_frames(tmp_path / "junk.mp4"))
+
+
+# --- issue 13: the output keeps the user's audio as it is ---------------------------------------------
+
+
+def _audio_stream(path):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return stream.codec_context.name, stream.codec_context.sample_rate, stream.codec_context.channels
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_writer_keeps_the_audio_sample_rate_and_channels(tmp_path, rate):
+    from difftalk.io.audio import read_audio
+
+    t = np.arange(rate) / rate  # 1 s
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    with VideoWriter(tmp_path / "s.mp4", fps=25, audio=stereo, sample_rate=rate) as writer:
+        for _ in range(25):
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+    assert _audio_stream(tmp_path / "s.mp4") == ("aac", rate, 2)
+    clip = read_audio(tmp_path / "s.mp4")  # decoded by PyAV
+    assert (clip.sample_rate, clip.channels) == (rate, 2)
+    assert abs(clip.num_samples - rate) < 0.05 * rate
+    left, right = clip.samples[:, rate // 4 : rate // 2]
+    assert np.corrcoef(left, right)[0, 1] < 0.5  # the two channels stay apart
+    # mono stays mono; a rate AAC lacks goes to the next one up
+    with VideoWriter(tmp_path / "m.mp4", fps=25, audio=stereo[0, :37000], sample_rate=37000) as writer:
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    assert _audio_stream(tmp_path / "m.mp4") == ("aac", 44100, 1)
+
+
+def test_read_audio_keeps_what_the_file_holds_and_load_audio_mixes_it(tmp_path):
+    from difftalk.io.audio import read_audio
+
+    t = np.arange(48000) / 48000
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], 1).astype(np.float32)
+    sf.write(tmp_path / "s.wav", stereo, 48000)
+    clip = read_audio(tmp_path / "s.wav")
+    assert (clip.channels, clip.sample_rate, clip.num_samples) == (2, 48000, 48000)
+    np.testing.assert_allclose(clip.samples[0], stereo[:, 0], atol=1e-4)
+    mono = load_audio(tmp_path / "s.wav")
+    assert abs(len(mono) - 16000) <= 2 and 0.2 < np.abs(mono).max() < 0.3  # the channels averaged
+    fitted = clip.fit_seconds(0.5)
+    assert fitted.samples.shape == (2, 24000) and clip.fit_seconds(1.5).samples.shape == (2, 72000)
+    assert fit_length(np.ones((2, 3), np.float32), 5).shape == (2, 5)
+
+
+def test_writer_names_the_fix_for_an_output_without_a_known_extension(tmp_path):
+    with pytest.raises(VideoError, match=r"name the output \.mp4"):
+        VideoWriter(tmp_path / "out.notavideoformat")

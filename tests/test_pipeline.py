@@ -300,10 +300,12 @@ def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(c
     assert flicker["shared"] == 0.0 and flicker["independent"] > 5, flicker
 
 
-def test_progressive_reference_chains_generated_latents_in_every_lane(checkpoint, media, monkeypatch):
-    """Frame t's reference is the latent generated for frame t − 1 of its lane (never a decoded and
-    re-encoded crop); across super-chunks lane 0 continues from the frame just before it and lanes 1+
-    from their own last frame; only the very first frame of each lane starts from the fixed reference."""
+@pytest.mark.parametrize("update", ["composite", "latent"])
+def test_progressive_reference_chains_every_lane(checkpoint, media, monkeypatch, update):
+    """Frame t's reference is what frame t − 1 of its lane passed on (the encoded real crop with the generated
+    mouth pasted in, or the generated latent); across super-chunks lane 0 continues from the frame just
+    before it and lanes 1+ from their own last frame; only each lane's very first frame starts from the
+    fixed reference."""
     from difftalk.pipeline.base import prepare_driving_audio
 
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
@@ -318,7 +320,7 @@ def test_progressive_reference_chains_generated_latents_in_every_lane(checkpoint
 
     monkeypatch.setattr(DiffTalkPipeline, "_generate_batch", spy)
     lanes, chunk = 2, 3
-    options = GenerateOptions(lanes=lanes, chunk=chunk, **FAST)
+    options = GenerateOptions(lanes=lanes, chunk=chunk, reference_update=update, **FAST)
     driving = prepare_driving_audio(np.zeros(16000, np.float32), pipe.track(), pipe.feature_backend, options)
     frames = list(pipe.iter_frames(driving, options))
     assert len(frames) == driving.num_frames == 25
@@ -341,3 +343,166 @@ def test_progressive_reference_chains_generated_latents_in_every_lane(checkpoint
             assert torch.equal(reference, expected), t
     assert len(starts) == lanes and torch.equal(starts[0], starts[1])  # the fixed reference's latent
     assert not any(torch.equal(starts[0], latent) for latent in generated.values())
+
+
+# --- issue 13: paste-back on the lower face only, the user's audio kept, folder outputs, hub ids ------
+
+
+def _fill(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    image = np.zeros(shape, np.uint8)
+    cv2.fillPoly(image, [np.round(points).astype(np.int32)], 1)
+    return image
+
+
+def test_paste_weight_covers_only_the_lower_face_and_all_of_the_lips():
+    from difftalk.pipeline.paste import JAW_TRAVEL, paste_weight
+    from difftalk.preprocess.landmarks import CHIN, JAW, NOSE_BOTTOM, OUTER_LIPS
+
+    size = 128
+    kernel = np.ones((3, 3), np.uint8)
+    for opening in (0.0, 0.5, 1.0):
+        points = face_landmarks(size, opening)
+        weight = paste_weight(points, size, 0.06)
+        assert weight.dtype == np.float32 and weight.shape == (size, size)
+        lips = _fill(points[list(OUTER_LIPS)], (size, size))
+        assert np.all(weight[lips > 0] == 1.0)  # the whole mouth at full weight
+        assert np.all(weight[mouth_mask(points, size) == 0] == 0)  # never outside what the model inpainted
+        # the jaw line, lowered by JAW_TRAVEL so that a generated mouth opening wider than the original is not cut
+        jaw = points[list(JAW)] + np.array([0.0, JAW_TRAVEL * size])
+        chin = jaw[CHIN - JAW[0]]
+        face = np.maximum(_fill(points[list(JAW)], (size, size)), _fill(jaw, (size, size)))
+        face = cv2.dilate(face, kernel)  # the face below the ears, with a band of JAW_TRAVEL below the chin
+        assert np.all(weight[face == 0] == 0)  # nothing outside the face (background, neck, clothes)
+        assert not weight[int(np.ceil(chin[1])) + 2 :].any()  # nothing below the (lowered) chin
+        assert not weight[: int(points[list(NOSE_BOTTOM), 1].min()) - 4].any()  # nothing above the nose
+        assert weight[int(points[CHIN, 1]) + 1, int(points[CHIN, 0])] > 0  # just below the original chin: pasted
+        # just outside the lowered jaw line, along its outward normal, nothing either
+        for k in range(4, 13):
+            tangent = jaw[k + 1 - JAW[0]] - jaw[k - 1 - JAW[0]]
+            normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
+            if normal[1] < 0:
+                normal = -normal
+            x, y = np.round(jaw[k - JAW[0]] + 3 * normal).astype(int)
+            if 0 <= y < size:
+                assert weight[y, x] == 0, k
+        assert 0 < weight[int(chin[1]) - 2, int(chin[0])] < 1  # soft inside the chin
+    hard = paste_weight(face_landmarks(size, 0.5), size, 0.0)
+    assert set(np.unique(hard)) == {0.0, 1.0}
+
+
+@needs_dlib
+def test_generated_frames_change_nothing_outside_the_lower_face(checkpoint, media):
+    from difftalk.pipeline.base import prepare_driving_audio
+    from difftalk.pipeline.paste import JAW_TRAVEL
+    from difftalk.preprocess.landmarks import JAW
+
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    track = pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    assert track.still is not None
+    options = GenerateOptions(temporal_smoothing=0.0, **FAST)
+    driving = prepare_driving_audio(np.zeros(3200, np.float32), track, pipe.feature_backend, options)
+    crop_pixel = int(np.ceil((track.boxes[0][2] - track.boxes[0][0]) / pipe.model.config.autoencoder.image_size))
+    tolerance = np.ones((2 * crop_pixel + 1, 2 * crop_pixel + 1), np.uint8)  # rasterising the jaw polygon twice
+    crop_size = pipe.model.config.autoencoder.image_size
+    travel = JAW_TRAVEL * crop_size * crop_pixel  # the lowered jaw line, in frame pixels (upper bound)
+    points = track.landmarks[0][list(JAW)]
+    face = np.maximum(
+        _fill(points, track.still.shape[:2]), _fill(points + np.array([0.0, travel]), track.still.shape[:2])
+    )
+    face = cv2.dilate(face, tolerance)
+    for frame, generated in pipe.iter_frames(driving, options):
+        changed = np.any(frame != track.still, axis=2)
+        assert generated and changed.any()
+        assert not changed[face == 0].any()  # neck, clothes and background are the source's, bit for bit
+
+
+def test_output_path_of_a_folder_or_a_name_without_extension(tmp_path):
+    from difftalk.pipeline.base import resolve_output_path
+
+    (tmp_path / "existing").mkdir()
+    reference, speech = tmp_path / "face.mp4", tmp_path / "speech.m4a"
+    expected = tmp_path / "existing" / "face_speech.mp4"
+    assert resolve_output_path(tmp_path / "existing", reference, speech) == expected
+    assert resolve_output_path(f"{tmp_path}/new/", reference, speech) == tmp_path / "new" / "face_speech.mp4"
+    assert resolve_output_path(tmp_path / "out", reference, speech) == tmp_path / "out.mp4"
+    assert resolve_output_path(tmp_path / "out.mov", reference, speech) == tmp_path / "out.mov"
+    assert resolve_output_path(str(tmp_path / "existing"), reference, np.zeros(9)).name == "face_audio.mp4"
+
+
+def _write_m4a(path, samples: np.ndarray, rate: int) -> None:
+    """``samples`` ``(C, N)`` float32 as an AAC .m4a (what phones record)."""
+    import av
+
+    layout = {1: "mono", 2: "stereo"}[len(samples)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = layout
+        for start in range(0, samples.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@needs_dlib
+def test_output_keeps_the_speech_files_rate_and_channels_and_folder_outputs_get_a_name(checkpoint, media, tmp_path):
+    import av
+
+    from difftalk.io.audio import read_audio
+
+    rate = 48000
+    t = np.arange(int(0.6 * rate)) / rate
+    stereo = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+    _write_m4a(tmp_path / "speech48.m4a", stereo, rate)
+    args = ["generate", "--reference", str(media / "photo.png"), "--audio", str(tmp_path / "speech48.m4a")]
+    args += ["--checkpoint", str(checkpoint), "--steps", "2", "--device", "cpu", "--no-progress"]
+    assert main([*args, "-o", f"{tmp_path / 'out'}/"]) == 0
+    output = tmp_path / "out" / "photo_speech48.mp4"
+    with av.open(str(output)) as container:
+        context = container.streams.audio[0].codec_context
+        assert (context.name, context.sample_rate, context.channels) == ("aac", rate, 2)
+    num_frames = probe_video(output).num_frames
+    clip = read_audio(output)
+    assert (clip.sample_rate, clip.channels) == (rate, 2)
+    assert abs(num_frames - 15) <= 1 and abs(clip.num_samples / rate - num_frames / 25) < 0.05
+    assert main([*args, "-o", str(tmp_path / "named")]) == 0
+    assert probe_video(tmp_path / "named.mp4").has_audio
+
+
+def test_checkpoints_load_by_hub_repo_id_from_the_offline_cache(checkpoint, tmp_path, monkeypatch):
+    """A repo id resolves through huggingface_hub's cache layout (models--owner--name/snapshots/<sha>,
+    refs/main) with HF_HUB_OFFLINE=1; nothing touches the network."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from difftalk.checkpoint import resolve_checkpoint_dir
+
+    cache, sha = tmp_path / "hf" / "hub", "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--someone--difftalk-tiny"
+    snapshot = repo / "snapshots" / sha
+    shutil.copytree(checkpoint, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # huggingface_hub read the environment at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)  # no local folder called someone/difftalk-tiny
+
+    pipe = DiffTalkPipeline.from_pretrained("someone/difftalk-tiny")
+    assert pipe.default_steps == 3 and pipe.model_name == "someone/difftalk-tiny"
+    expected = DiffTalkModel.from_pretrained(checkpoint).state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in pipe.model.state_dict().items())
+    for source in ("someone/difftalk-tiny@main", f"someone/difftalk-tiny@{sha}"):
+        assert resolve_checkpoint_dir(source).resolve() == snapshot.resolve()
+    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hugging Face Hub") as error:
+        DiffTalkPipeline.from_pretrained("someone/not-cached")
+    assert "HF_HUB_OFFLINE" in str(error.value) and "weights.safetensors" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiffTalkModel.from_pretrained(tmp_path / "runs" / "missing" / "model")

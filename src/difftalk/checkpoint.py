@@ -4,6 +4,11 @@ Every inference checkpoint (an autoencoder, a whole DiffTalk model) is a folder 
 style. ``config.json`` records what the folder holds (``difftalk_kind``), the format version, the
 package version and the component config, so a folder is self-describing and a wrong folder is
 refused with a message that names the problem. Weights are never unpickled.
+
+Every loader takes a folder or a Hugging Face Hub model repo id (``owner/name``, optionally
+``owner/name@revision``): :func:`resolve_checkpoint_dir` is the one place that turns either into a
+local folder (hub repos through ``huggingface_hub.snapshot_download``, which uses the HF cache and
+honours ``HF_HUB_OFFLINE``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from difftalk import __version__
 from difftalk.config import ConfigError, from_dict, to_dict
 
 logger = logging.getLogger(__name__)
@@ -29,7 +36,11 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
-PACKAGE_VERSION = "0.1.0"
+PACKAGE_VERSION = __version__
+
+_HUB_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_REPO_ID = re.compile(rf"(?P<repo_id>{_HUB_NAME}/{_HUB_NAME})(?:@(?P<revision>[A-Za-z0-9_][A-Za-z0-9_./-]*))?")
+"""A Hugging Face Hub model repo id ``owner/name``, optionally ``@revision`` (branch, tag or commit)."""
 
 
 class CheckpointError(ValueError):
@@ -96,17 +107,80 @@ def save_pretrained(
     logger.info("saved %s to %s", kind, directory)
 
 
-def read_checkpoint_meta(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Read and check ``config.json`` of a checkpoint folder.
+def parse_hub_repo_id(source: str) -> tuple[str, str | None] | None:
+    """``(repo_id, revision)`` if ``source`` looks like a hub repo id (``owner/name[@revision]``), else None."""
+    match = HUB_REPO_ID.fullmatch(source)
+    if match is None or ".." in match["repo_id"] or "--" in match["repo_id"]:
+        return None
+    return match["repo_id"], match["revision"]
+
+
+def _hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as the environment says now."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False)) or now
+
+
+def resolve_checkpoint_dir(source: str | Path) -> Path:
+    """The local folder of a checkpoint given as a folder or as a Hugging Face Hub model repo id.
+
+    An existing path is returned as it is. Otherwise, if ``source`` looks like ``owner/name`` or
+    ``owner/name@revision``, the repo's ``config.json`` and ``weights.safetensors`` are fetched with
+    ``huggingface_hub.snapshot_download`` (or found in the HF cache; with ``HF_HUB_OFFLINE=1`` only the
+    cache is used) and the snapshot folder is returned.
 
     Raises:
-        FileNotFoundError: the folder does not exist.
+        FileNotFoundError: ``source`` is neither an existing path nor a hub repo that could be fetched
+            (the message names both possibilities and the hub's reason).
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    parsed = parse_hub_repo_id(str(source))
+    if parsed is None:
+        raise FileNotFoundError(
+            f"checkpoint folder {path} does not exist; pass the folder that holds {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME}, or a Hugging Face Hub model repo id owner/name[@revision]"
+        )
+    repo_id, revision = parsed
+    hint = (
+        f"checkpoint {str(source)!r} is neither an existing folder nor a Hugging Face Hub model repo that could be "
+        "loaded"
+    )
+    fix = (
+        f"pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by `difftalk train`), or the id of a "
+        "hub repo that holds them and that you can read (`hf auth login` for private ones); with "
+        "HF_HUB_OFFLINE=1 only repos already in the Hugging Face cache are found"
+    )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{hint} (huggingface-hub is not installed); {fix}") from None
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
+            local_files_only=_hub_offline(),
+        )
+    except (OSError, ValueError) as exc:  # hub errors: HfHubHTTPError and LocalEntryNotFoundError are OSErrors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FileNotFoundError(f"{hint} ({type(exc).__name__}: {reason}); {fix}") from None
+    logger.info("checkpoint %s → %s", source, folder)
+    return Path(folder)
+
+
+def read_checkpoint_meta(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Read and check ``config.json`` of a checkpoint folder (or hub repo id, :func:`resolve_checkpoint_dir`).
+
+    Raises:
+        FileNotFoundError: the folder does not exist and is no reachable hub repo.
         CheckpointError: the folder is not a difftalk checkpoint, or holds another kind of model.
     """
-    directory = Path(directory)
+    directory = resolve_checkpoint_dir(directory)
     what = kind or "difftalk"
-    if not directory.exists():
-        raise FileNotFoundError(f"checkpoint folder {directory} does not exist")
     if not directory.is_dir():
         raise CheckpointError(
             f"{directory} is a file, not a checkpoint folder; pass the folder that holds "
@@ -166,8 +240,8 @@ def load_pretrained(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> M:
-    """Build ``cls(config)`` from a checkpoint folder and load its weights strictly."""
-    directory = Path(directory)
+    """Build ``cls(config)`` from a checkpoint folder (or hub repo id) and load its weights strictly."""
+    directory = resolve_checkpoint_dir(directory)
     meta = read_checkpoint_meta(directory, kind)
     try:
         config: Any = from_dict(config_cls, meta["config"])

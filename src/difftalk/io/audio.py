@@ -1,13 +1,15 @@
 """Audio files: load any common format as 16 kHz mono float32, and write WAV (stage ①).
 
 WAV/FLAC/OGG are read with soundfile; everything else PyAV can demux (MP3, M4A/AAC, the audio track
-of a video file) is decoded with PyAV. Multi-channel audio is averaged to mono and resampled with
-soxr (through librosa). Errors name the file, the problem and the fix.
+of a video file) is decoded with PyAV. :func:`read_audio` keeps the file's own channels and sample
+rate (what an output video carries); :func:`load_audio` averages them to mono and resamples with
+soxr (through librosa) to the 16 kHz the models use. Errors name the file, the problem and the fix.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,39 @@ class AudioError(ValueError):
     """An audio input cannot be used."""
 
 
+@dataclass(frozen=True)
+class AudioClip:
+    """Audio as the file holds it: every channel, the file's own sample rate."""
+
+    samples: np.ndarray
+    """``(C, N)`` float32, nominally in [-1, 1]."""
+    sample_rate: int
+    """Samples per second of ``samples``."""
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.samples.shape[1])
+
+    def mono(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """``(N',)`` float32: the channels averaged and resampled to ``sample_rate`` (soxr)."""
+        audio = self.samples.mean(axis=0)
+        if self.sample_rate != sample_rate:
+            import librosa
+
+            audio = librosa.resample(audio, orig_sr=self.sample_rate, target_sr=sample_rate, res_type="soxr_hq")
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def fit_seconds(self, seconds: float) -> AudioClip:
+        """The clip trimmed or zero-padded to ``round(seconds * sample_rate)`` samples per channel."""
+        return AudioClip(fit_length(self.samples, round(seconds * self.sample_rate)), self.sample_rate)
+
+
 def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:
+    """``((C, N) float32, sample rate)`` of the first audio track of a media file."""
     import av
 
     try:
@@ -47,11 +81,13 @@ def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:
                     array = array[None]
                 if frame.format.is_packed:
                     array = array.reshape(-1, len(frame.layout.channels)).T
-                mono = array.astype(np.float32).mean(axis=0)
+                planar = array.astype(np.float32)
                 if array.dtype.kind in "iu":
-                    mono /= float(2 ** (8 * array.dtype.itemsize - 1))
-                chunks.append(mono)
-                total += mono.size
+                    planar /= float(2 ** (8 * array.dtype.itemsize - 1))
+                if chunks and planar.shape[0] != chunks[0].shape[0]:
+                    raise AudioError(f"{path}: the number of audio channels changes mid-stream; convert it first")
+                chunks.append(planar)
+                total += planar.shape[1]
                 rate = frame.sample_rate or rate
                 if rate and total > MAX_AUDIO_SECONDS * rate:
                     raise AudioError(f"{path} is longer than {MAX_AUDIO_SECONDS // 3600} h; split it first")
@@ -61,14 +97,14 @@ def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:
             logger.warning("%s: audio decoding stopped early (%s); using the %d samples read", path, exc, total)
     if not chunks or rate <= 0:
         raise AudioError(f"{path} has an empty audio track")
-    return np.concatenate(chunks), rate
+    return np.concatenate(chunks, axis=1), rate
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Load an audio file (or a video's audio track) as mono float32 at ``sample_rate``.
+def read_audio(path: str | Path) -> AudioClip:
+    """Read an audio file (or a video's audio track) with its own channels and sample rate.
 
     Returns:
-        ``(N,)`` float32, nominally in [-1, 1].
+        :class:`AudioClip` with ``(C, N)`` float32 samples, nominally in [-1, 1].
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -81,20 +117,29 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path} is empty (0 bytes)")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        audio = data.mean(axis=1)
+        audio = np.ascontiguousarray(data.T)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         audio, rate = _decode_with_pyav(path)
     if audio.size == 0:
         raise AudioError(f"{path} contains no audio samples")
-    if audio.size > MAX_AUDIO_SECONDS * rate:
+    if audio.shape[1] > MAX_AUDIO_SECONDS * rate:
         raise AudioError(f"{path} is longer than {MAX_AUDIO_SECONDS // 3600} h; split it first")
     if not np.isfinite(audio).all():
         raise AudioError(f"{path} contains NaN or infinite samples")
-    if rate != sample_rate:
-        import librosa
+    return AudioClip(audio.astype(np.float32, copy=False), int(rate))
 
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
-    return np.ascontiguousarray(audio, dtype=np.float32)
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Load an audio file (or a video's audio track) as mono float32 at ``sample_rate``.
+
+    Returns:
+        ``(N,)`` float32, nominally in [-1, 1].
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        AudioError: the file is empty, corrupt, has no audio track or is too long.
+    """
+    return read_audio(path).mono(sample_rate)
 
 
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
@@ -106,7 +151,8 @@ def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
 
 
 def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
-    """Trim or zero-pad ``audio`` to exactly ``num_samples``."""
-    if audio.size >= num_samples:
-        return audio[:num_samples]
-    return np.pad(audio, (0, num_samples - audio.size))
+    """Trim or zero-pad ``audio`` (``(N,)`` or ``(C, N)``) to exactly ``num_samples`` along its last axis."""
+    length = audio.shape[-1]
+    if length >= num_samples:
+        return audio[..., :num_samples]
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, num_samples - length)])

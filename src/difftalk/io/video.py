@@ -2,9 +2,9 @@
 
 Reading streams decoded frames one at a time (memory is flat in video length), applies the
 container's rotation metadata and resamples to a target frame rate by timestamp. Writing encodes
-H.264 (yuv420p, browser-playable, ``faststart``) and, optionally, AAC audio interleaved with the
-frames; it writes to a temporary file and renames it only when complete, so an interrupted or failed
-run never leaves a partial file that looks finished.
+H.264 (yuv420p, browser-playable, ``faststart``) and, optionally, AAC audio (the audio's own channels
+and sample rate) interleaved with the frames; it writes to a temporary file and renames it only when
+complete, so an interrupted or failed run never leaves a partial file that looks finished.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ MAX_PIXELS = 8192 * 8192
 """Refuse frames larger than this (bounded untrusted input)."""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+"""Sample rates AAC can carry; other rates are resampled to the next one up."""
+AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1"}
+"""The channel layout written for each channel count; audio with more channels is mixed down to mono."""
 
 
 class VideoError(ValueError):
@@ -199,6 +204,32 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def _layout(channels: int) -> str:
+    """The FFmpeg channel layout name written for ``channels`` (``mono``, ``stereo``, ``5.1``, ...)."""
+    return AAC_LAYOUTS[channels]
+
+
+def _aac_audio(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """``(C, N)`` float32 audio at a rate AAC has (``sample_rate`` itself when it can)."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None]
+    if samples.ndim != 2 or samples.shape[0] < 1:
+        raise ValueError(f"audio must be (N,) mono or (C, N) with C channels, got shape {samples.shape}")
+    if samples.shape[0] not in AAC_LAYOUTS:
+        logger.warning("%d audio channels are more than the writer keeps; mixing them down to mono", len(samples))
+        samples = samples.mean(axis=0, keepdims=True)
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    rate = next((r for r in AAC_SAMPLE_RATES if r >= sample_rate), AAC_SAMPLE_RATES[-1])
+    if rate != sample_rate:
+        import librosa
+
+        logger.info("AAC has no %d Hz; the audio is resampled to %d Hz", sample_rate, rate)
+        samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=rate, res_type="soxr_hq", axis=-1)
+    return np.ascontiguousarray(samples, dtype=np.float32), rate
+
+
 class VideoWriter:
     """Write an H.264 (+ optional AAC) MP4 frame by frame; atomic on success.
 
@@ -223,8 +254,10 @@ class VideoWriter:
         Args:
             path: output ``.mp4``; written as a hidden temporary file and renamed on :meth:`close`.
             fps: frame rate.
-            audio: optional mono float32 audio in [-1, 1] at ``sample_rate``, muxed as AAC.
-            sample_rate: sample rate of ``audio``.
+            audio: optional float32 audio in [-1, 1] at ``sample_rate``, muxed as AAC: ``(N,)`` mono or
+                ``(C, N)`` with C channels (1-7 are kept; more are mixed down to mono).
+            sample_rate: sample rate of ``audio``; kept in the file (a rate AAC lacks is resampled to
+                the next one it has).
             crf: x264 constant rate factor (lower is better quality).
             metadata: container tags (``title``, ``comment``, ...).
         """
@@ -232,11 +265,19 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         self.fps = fps
-        self._audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._audio: np.ndarray | None = None
         self._sample_rate = sample_rate
+        if audio is not None:
+            self._audio, self._sample_rate = _aac_audio(audio, sample_rate)
         self._audio_written = 0
         self._crf = crf
-        self._container = av.open(str(self._tmp), "w", options={"movflags": "+faststart"})
+        try:
+            self._container = av.open(str(self._tmp), "w", options={"movflags": "+faststart"})
+        except ValueError as exc:  # PyAV: "Could not determine output format"
+            raise VideoError(
+                f"cannot write {self.path}: FFmpeg has no video format for the extension "
+                f"{self.path.suffix or '(none)'!r} ({exc}); name the output .mp4"
+            ) from None
         for key, value in (metadata or {}).items():
             self._container.metadata[key] = str(value)
         self._video: av.video.stream.VideoStream | None = None
@@ -254,22 +295,24 @@ class VideoWriter:
         self._video = stream
         if self._audio is not None:
             audio_stream = self._container.add_stream("aac", rate=self._sample_rate)
-            audio_stream.layout = "mono"
+            audio_stream.layout = _layout(self._audio.shape[0])
             self._audio_stream = audio_stream
 
     def _write_audio_until(self, sample: int) -> None:
         if self._audio is None or self._audio_stream is None:
             return
         chunk = 1024
-        sample = min(sample, self._audio.size)
+        total = self._audio.shape[1]
+        sample = min(sample, total)
+        layout = _layout(self._audio.shape[0])
         while self._audio_written < sample:
-            part = self._audio[self._audio_written : min(self._audio_written + chunk, sample)]
-            frame = av.AudioFrame.from_ndarray(part[None], format="fltp", layout="mono")
+            part = self._audio[:, self._audio_written : min(self._audio_written + chunk, sample)]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=layout)
             frame.sample_rate = self._sample_rate
             frame.pts = self._audio_written
             for packet in self._audio_stream.encode(frame):
                 self._container.mux(packet)
-            self._audio_written += part.size
+            self._audio_written += part.shape[1]
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 ``(H, W, 3)`` RGB frame (all frames share one size)."""
@@ -298,7 +341,7 @@ class VideoWriter:
         for packet in self._video.encode():
             self._container.mux(packet)
         if self._audio is not None and self._audio_stream is not None:
-            self._write_audio_until(self._audio.size)
+            self._write_audio_until(self._audio.shape[1])
             for packet in self._audio_stream.encode():
                 self._container.mux(packet)
         self._container.close()

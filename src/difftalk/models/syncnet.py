@@ -31,7 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difftalk.checkpoint import CheckpointError, load_pretrained, load_state_dict_strict, save_pretrained
+from difftalk.checkpoint import (
+    CheckpointError,
+    load_pretrained,
+    load_state_dict_strict,
+    resolve_checkpoint_dir,
+    save_pretrained,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +369,7 @@ def load_syncnet_v2(path: str | Path, device: torch.device | str = "cpu") -> Syn
 
 def load_syncnet(path: str | Path, device: torch.device | str = "cpu") -> SyncNet:
     """A SyncNet from a checkpoint folder (:meth:`SyncNet.save_pretrained`) or a ``syncnet_v2.model`` file."""
-    path = Path(path)
-    if path.is_dir():
-        return SyncNet.from_pretrained(path, device=device)
-    return load_syncnet_v2(path, device=device)
+    local = Path(path)
+    if local.is_file() or local.suffix == ".model":
+        return load_syncnet_v2(local, device=device)
+    return SyncNet.from_pretrained(resolve_checkpoint_dir(path), device=device)  # a folder or a hub repo id

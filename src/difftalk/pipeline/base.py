@@ -3,12 +3,14 @@
 A subclass only says how output frames are made (:meth:`TalkingHeadPipeline.iter_frames`); this
 class analyses the reference once (:meth:`set_reference`), fits the audio to the output and turns it
 into per-frame features (:func:`prepare_driving_audio`), and streams the frames into an H.264/AAC
-MP4 with the invisible watermark and provenance tags (:meth:`generate`).
+MP4 with the invisible watermark and provenance tags (:meth:`generate`). The models hear 16 kHz mono;
+the MP4 carries the user's audio file as it is (its own sample rate and channels), fitted to the video.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from difftalk.checkpoint import read_checkpoint_meta
 from difftalk.data.masks import mouth_mask
-from difftalk.io.audio import SAMPLE_RATE, fit_length, load_audio
+from difftalk.io.audio import SAMPLE_RATE, AudioClip, fit_length, read_audio
 from difftalk.io.video import VideoWriter
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back
@@ -62,6 +64,9 @@ class DrivingAudio:
     """``(num_frames, 16, F)`` feature windows (silent frames carry digital silence's features)."""
     source_index: np.ndarray
     """``(num_frames,)`` reference frame shown at each output frame."""
+    original: AudioClip | None = None
+    """The audio file as it is (own rate and channels), fitted to the same duration; written to the output.
+    None when the audio was given as 16 kHz samples (then ``samples`` are written)."""
 
     @property
     def num_frames(self) -> int:
@@ -88,8 +93,13 @@ def prepare_driving_audio(
     audio: str | Path | np.ndarray, track: ReferenceTrack, feature_backend: str, options: GenerateOptions
 ) -> DrivingAudio:
     """Load ``audio`` (a file, or 16 kHz mono float32 samples), fit it to the output length and compute its
-    per-frame features; silent frames get the features of digital silence (a closed mouth)."""
-    samples = load_audio(audio) if not isinstance(audio, np.ndarray) else audio.astype(np.float32)
+    per-frame features; silent frames get the features of digital silence (a closed mouth). A file is also
+    kept as it is (``DrivingAudio.original``: its own rate and channels, for the output video)."""
+    if isinstance(audio, np.ndarray):
+        clip, samples = None, audio.astype(np.float32)
+    else:
+        clip = read_audio(audio)
+        samples = clip.mono(SAMPLE_RATE)
     if options.length == "audio" or track.is_image:
         num_frames = max(1, round(len(samples) / SAMPLE_RATE * FPS))
     else:
@@ -99,7 +109,22 @@ def prepare_driving_audio(
     features = compute_features(samples, num_frames, backend=backend, fps=FPS)
     silence = compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
     features[silent_frames(samples, num_frames, options.silence_db)] = silence
-    return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop))
+    original = None if clip is None else clip.fit_seconds(num_frames / FPS)
+    return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop), original)
+
+
+def resolve_output_path(output: str | Path, reference: str | Path, audio: str | Path | np.ndarray) -> Path:
+    """The file a run writes for ``-o output``.
+
+    A folder (an existing one, or a path ending in ``/``) gets ``<reference stem>_<audio stem>.mp4``
+    (``audio`` for samples given as an array); a name without an extension gets ``.mp4``; anything else
+    is used as it is.
+    """
+    path = Path(output)
+    if str(output).endswith(("/", os.sep)) or path.is_dir():
+        audio_stem = "audio" if isinstance(audio, np.ndarray) else Path(audio).stem
+        return path / f"{Path(reference).stem}_{audio_stem}.mp4"
+    return path if path.suffix else path.with_name(f"{path.name}.mp4")
 
 
 def crop_inputs(frame: np.ndarray, track: ReferenceTrack, index: int, size: int) -> dict[str, Any]:
@@ -245,8 +270,11 @@ class TalkingHeadPipeline:
         """Drive the reference set by :meth:`set_reference` with ``audio`` and write ``output`` (MP4, atomically).
 
         Args:
-            audio: a file in any common format/rate/channel count, or 16 kHz mono float32 samples.
-            output: the ``.mp4`` to write (with the fitted audio, the watermark and provenance tags).
+            audio: a file in any common format/rate/channel count (written to the output at its own rate
+                and channel count), or 16 kHz mono float32 samples.
+            output: the ``.mp4`` to write (with the fitted audio, the watermark and provenance tags); a
+                folder gets ``<reference>_<audio>.mp4`` and a name without extension ``.mp4``
+                (:func:`resolve_output_path`).
             options: see :class:`GenerateOptions`.
         """
         from difftalk.io.watermark import embed_watermark, provenance_tags
@@ -254,13 +282,17 @@ class TalkingHeadPipeline:
         options = options or self._reference_options or GenerateOptions()
         start = time.perf_counter()
         track = self.track()
+        output = resolve_output_path(output, track.path, audio)
         driving = prepare_driving_audio(audio, track, self.feature_backend, options)
+        sound, rate = (driving.samples, SAMPLE_RATE)
+        if driving.original is not None:
+            sound, rate = driving.original.samples, driving.original.sample_rate
         metadata = provenance_tags(
             self.model_name, self.provenance(options), payload=WATERMARK_PAYLOAD if options.watermark else None
         )
         generated = 0
         bar = tqdm(total=driving.num_frames, desc=self.method, unit="frame", disable=not options.progress)
-        with VideoWriter(output, fps=FPS, audio=driving.samples, crf=options.crf, metadata=metadata) as writer:
+        with VideoWriter(output, fps=FPS, audio=sound, sample_rate=rate, crf=options.crf, metadata=metadata) as writer:
             for frame, was_generated in self.iter_frames(driving, options):
                 writer.write(embed_watermark(frame, WATERMARK_PAYLOAD) if options.watermark else frame)
                 generated += was_generated
@@ -276,4 +308,4 @@ class TalkingHeadPipeline:
             generated,
             num_frames / max(seconds, 1e-9),
         )
-        return GenerationResult(Path(output), num_frames, num_frames / FPS, generated, seconds)
+        return GenerationResult(output, num_frames, num_frames / FPS, generated, seconds)

@@ -21,13 +21,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from difftalk.data.clips import Clip, open_clips
-from difftalk.data.masks import mouth_mask
 from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.io.video import VideoWriter, iter_frames
 from difftalk.pipeline.base import FPS, TalkingHeadPipeline
 from difftalk.pipeline.generate import DiffTalkPipeline
 from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.paste import feathered_mask, paste_back
+from difftalk.pipeline.paste import paste_back, paste_weight
 from difftalk.pipeline.source import analyze_reference
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
@@ -60,7 +59,7 @@ def _static_mouth(reference: Path, audio: np.ndarray, output: Path, frames: int,
                 break
             if track.found[index]:
                 points = frame_to_crop(track.landmarks[index], track.boxes[index], size)
-                weight = feathered_mask(mouth_mask(points, size), options.feather * size)
+                weight = paste_weight(points, size, options.feather)
                 frame = paste_back(frame, reference_crop, track.boxes[index], weight)
             writer.write(frame)
 

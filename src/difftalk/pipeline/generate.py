@@ -45,8 +45,8 @@ from difftalk.pipeline.base import (
     silent_frames,
 )
 from difftalk.pipeline.colour import colour_correction
-from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.paste import feathered_mask
+from difftalk.pipeline.options import GenerateOptions, check_num_steps
+from difftalk.pipeline.paste import paste_weight
 from difftalk.pipeline.source import ReferenceFrames
 from difftalk.preprocess.landmarks import condition_landmarks
 
@@ -75,14 +75,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         super().__init__(feature_backend, model.config.audio_encoder.feature_dim, model_name, device, dtype)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.default_steps = default_steps
+        self._checked_steps: set[int | None] = set()
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
     ) -> DiffTalkPipeline:
         """Load a checkpoint folder written by ``difftalk train`` (``<run>/checkpoints/model``)."""
-        from difftalk.checkpoint import read_checkpoint_meta
+        from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
 
+        directory = resolve_checkpoint_dir(directory)  # a folder or a hub repo id, resolved once
         model = DiffTalkModel.from_pretrained(directory)
         backend = feature_backend_of(directory, DiffTalkModel.KIND, model.config.audio_encoder.feature_dim)
         steps = int(read_checkpoint_meta(directory, DiffTalkModel.KIND).get("extra", {}).get("sampler_steps", 50))
@@ -99,6 +101,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             self.model.unet = torch.compile(self.model.unet, dynamic=False)
         return self
 
+    def check_steps(self, steps: int | None) -> None:
+        """Refuse < 1 DDIM steps; warn (once per pipeline and value) below the checkpoint's recommended count."""
+        if steps not in self._checked_steps:
+            check_num_steps(steps, self.default_steps)
+            self._checked_steps.add(steps)
+
     def provenance(self, options: GenerateOptions) -> dict[str, Any]:
         return {**super().provenance(options), "steps": options.num_steps or self.default_steps}
 
@@ -113,10 +121,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         generator: torch.Generator,
         reference_residual: torch.Tensor | None = None,
     ) -> tuple[list[np.ndarray], torch.Tensor]:
-        """Masked-z_T DDIM for a batch of frames; returns (uint8 crops, their latents ``(B, C, h, w)``).
+        """Masked-z_T DDIM for a batch of frames; returns (uint8 crops, the next references ``(B, C, h, w)``).
 
-        ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or the previous frame's
-        generated latent: the real frame's latent with the generated mouth, never decoded and re-encoded).
+        ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or what the previous frame
+        passed on). The next references follow ``options.reference_update`` (``composite``: the encoded real
+        crop with the generated mouth region pasted in; ``latent``: the generated latent); they are only
+        computed with ``options.progressive_reference`` (else the sampled latents are returned).
         ``options.noise == "shared"``: every frame gets the same z_T and the same re-noising draws (a
         generator seeded anew per batch); else all draws come from ``generator``, new for every frame.
         ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
@@ -157,6 +167,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                 crops, model.decode_latents(known), masks, COLOUR_SIGMA * size, reference_residual
             )
             generated = (generated + correction).clamp(-1, 1)
+        if options.progressive_reference and options.reference_update == "composite":
+            latents = model.encode_frames(crops * (1 - masks) + generated * masks)
         return list(to_uint8(generated)), latents
 
     @torch.no_grad()
@@ -169,14 +181,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
         after the other (progressive reference within the lane); the lanes run as one batch.
 
-        Progressive reference: a frame's reference is the latent generated for the frame before it in its
-        lane (the real frame's latent, the generated mouth inside the mask: no decode/encode drift). Across
+        Progressive reference: a frame's reference is what the frame before it in its lane passed on
+        (``options.reference_update``: the real crop with the generated mouth pasted in, encoded; or the
+        generated latent), so nothing outside the mouth drifts along the chain. Across
         super-chunks lane 0 continues from the frame just before it and lanes 1+ continue their own chains;
         a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference."""
         track = self.track()
         size = self.model.config.autoencoder.image_size
         context = self.model.config.audio_encoder.context_frames
         steps = options.num_steps or self.default_steps
+        self.check_steps(options.num_steps)
         generator = torch.Generator().manual_seed(options.seed)
         frames = ReferenceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
@@ -214,7 +228,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     todo, torch.stack(refs), windows, steps, options, generator, residual
                 )
                 for item, lane, crop, latent in zip(todo, lane_of, crops, latents, strict=True):
-                    results[item["t"]] = (crop, feathered_mask(item["mask"], options.feather * size), item["box"])
+                    results[item["t"]] = (crop, paste_weight(item["landmarks"], size, options.feather), item["box"])
                     previous[lane] = latent
                     if item["t"] == min(base + span, total) - 1:
                         last_latent = latent

@@ -4,14 +4,15 @@ Stage ⑥ for the Table 3 baseline. Everything except the generator is DiffTalkP
 reference analysis (:func:`~difftalk.pipeline.source.analyze_reference`: tracked landmarks, smoothed
 crop boxes, faceless frames passed through), the same audio handling (loaded, fitted to the output
 length, per-frame feature windows, digital-silence features for silent frames), the same looping of a
-short video, the same mouth mask (``data.masks``), feathered paste-back, neighbour blending
-(``temporal_smoothing``), invisible watermark and provenance tags. Per output frame t the generator
-sees that frame's own crop with the mouth masked, the crop of the reference frame
+short video, the same mouth mask (``data.masks``), the same paste weight (``pipeline.paste``),
+neighbour blending (``temporal_smoothing``), invisible watermark and provenance tags. Per output frame
+t the generator sees that frame's own crop with the mouth masked, the crop of the reference frame
 (``options.reference_frame``, the first frame by default: Wav2Lip's identity reference) and the audio
-windows of the frames around t; its crop is pasted back inside the mouth mask only, so every pixel
-outside it is the source's. There is no sampling: ``num_steps``, ``eta``, ``seed`` and
-``progressive_reference`` of :class:`GenerateOptions` do not apply; ``lanes · chunk`` frames form one
-batch. Frames are streamed batch by batch (memory does not grow with the video's length).
+windows of the frames around t; its crop is pasted back on the lower face inside the mouth mask only
+(:func:`~difftalk.pipeline.paste.paste_weight`), so every pixel outside it is the source's. There is
+no sampling: ``num_steps``, ``eta``, ``seed`` and ``progressive_reference`` of
+:class:`GenerateOptions` do not apply; ``lanes · chunk`` frames form one batch. Frames are streamed
+batch by batch (memory does not grow with the video's length).
 
 Example::
 
@@ -46,7 +47,7 @@ from difftalk.pipeline.base import (
     prepare_driving_audio,
 )
 from difftalk.pipeline.options import GenerateOptions
-from difftalk.pipeline.paste import feathered_mask
+from difftalk.pipeline.paste import paste_weight
 from difftalk.pipeline.source import ReferenceFrames
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class LipGANPipeline(TalkingHeadPipeline):
                     [it["crop"] for it in items], [it["mask"] for it in items], reference, windows
                 )
                 for t, crop, item in zip(times, generated, items, strict=True):
-                    results[t] = (crop, feathered_mask(item["mask"], options.feather * size), item["box"])
+                    results[t] = (crop, paste_weight(item["landmarks"], size, options.feather), item["box"])
             for t in range(base, min(base + batch, total)):
                 for ready in smoother.push(t, results.get(t)):
                     yield compose_frame(frames, driving, ready)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+MIN_USEFUL_STEPS = 4
+"""Below this many DDIM steps a model that was not distilled for few-step sampling outputs noise."""
 
 
 @dataclass(frozen=True)
@@ -16,6 +22,12 @@ class GenerateOptions:
     """DDIM η."""
     progressive_reference: bool = True
     """Use each generated frame as the reference of the next one (paper §3.3); off = the fixed reference."""
+    reference_update: Literal["composite", "latent"] = "composite"
+    """What a frame passes on as the next frame's reference (with ``progressive_reference``): ``composite`` =
+    the encoded real crop with only the generated mouth region pasted in (the rest is the real frame, so
+    nothing drifts outside the mouth, and the reference is an encoded image like in training); ``latent``
+    = the generated latent itself (no decode/encode, but off the autoencoder's manifold: on an under-trained
+    model the chain can run away, see docs/results.md)."""
     reference_frame: int = 0
     """Source frame whose face is the first (or, without progressive reference, every) reference."""
     lanes: int = 1
@@ -64,3 +76,36 @@ class GenerateOptions:
             raise ValueError(f"temporal_smoothing must be in [0, 0.5], got {self.temporal_smoothing}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64, got {self.max_side}")
+
+
+def check_num_steps(steps: int | None, recommended: int) -> None:
+    """Refuse fewer than 1 DDIM step; warn when ``steps`` is below the checkpoint's ``recommended`` count.
+
+    Below :data:`MIN_USEFUL_STEPS` (when the checkpoint itself recommends at least that many) the warning
+    says the mouth will be noise; otherwise that it will be blurrier than with the recommended count.
+
+    Raises:
+        ValueError: ``steps`` < 1.
+    """
+    if steps is None:
+        return
+    if steps < 1:
+        raise ValueError(f"the number of DDIM steps (--steps) must be >= 1, got {steps}")
+    if steps >= recommended:
+        return
+    if steps < MIN_USEFUL_STEPS <= recommended:
+        logger.warning(
+            "DDIM with %d step(s) generates noise, not a mouth: a model not distilled for few-step sampling "
+            "needs at least %d, and this checkpoint recommends %d; use --steps %d or more (or leave --steps out)",
+            steps,
+            MIN_USEFUL_STEPS,
+            recommended,
+            recommended,
+        )
+    else:
+        logger.warning(
+            "DDIM with %d steps, fewer than the %d this checkpoint recommends: expect a blurrier, less accurate "
+            "mouth (leave --steps out to use the checkpoint's setting)",
+            steps,
+            recommended,
+        )

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from difftalk.errors import MissingExtraError
 from difftalk.preprocess.crop import crop_box
 from difftalk.preprocess.landmarks import CONDITION_POINTS, NUM_LANDMARKS
 
@@ -44,7 +45,7 @@ def _import_dlib() -> Any:
     try:
         import dlib
     except ImportError as error:
-        raise ImportError(f"Face analysis needs dlib, which is not installed. {INSTALL_HINT}") from error
+        raise MissingExtraError(f"Face analysis needs dlib, which is not installed. {INSTALL_HINT}") from error
     return dlib
 
 
@@ -52,11 +53,11 @@ def default_models_dir() -> Path:
     """The ``models/`` folder of face-recognition-models, found without importing it (it needs pkg_resources).
 
     Raises:
-        ImportError: if the package is not installed (the message names ``difftalk[face]``).
+        MissingExtraError: if the package is not installed (the message names ``difftalk[face]``).
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
-        raise ImportError(f"Face analysis needs face-recognition-models, which is not installed. {INSTALL_HINT}")
+        raise MissingExtraError(f"Face analysis needs face-recognition-models, which is not installed. {INSTALL_HINT}")
     return Path(spec.origin).parent / "models"
 
 
@@ -157,7 +158,7 @@ class FaceAnalyzer:
         models_dir: folder holding the ``.dat`` files; default: face-recognition-models' ``models/``.
 
     Raises:
-        ImportError: if dlib or face-recognition-models is missing (names ``difftalk[face]``).
+        MissingExtraError: if dlib or face-recognition-models is missing (names ``difftalk[face]``).
         FileNotFoundError: if a model file is missing.
     """
 

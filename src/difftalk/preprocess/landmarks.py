@@ -29,6 +29,8 @@ UPPER_JAW_LEFT = (13, 14, 15, 16)
 CONDITION_POINTS = UPPER_JAW_RIGHT + tuple(range(13, 48))
 """The 39 mouth-free points fed to the landmark encoder (official subset 0-3, 13-47)."""
 CHIN = 8
+PASTE_JAW_LINE = tuple(range(2, 15))
+"""The jaw line from cheek to cheek (iBUG 2-14): with the bottom of the nose it bounds the pasted lower face."""
 
 assert len(CONDITION_POINTS) == 39
 assert not set(CONDITION_POINTS) & set(MOUTH + LOWER_JAW)

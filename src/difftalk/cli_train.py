@@ -1,0 +1,217 @@
+"""The training sub-commands of ``difftalk``: train, train-autoencoder, train-syncnet, train-lipgan.
+
+Each trainer's ``--set`` keys are ``<section>.<field>``, named after its YAML section (``train``,
+``autoencoder_train``, ``syncnet_train``, ``lipgan_train``); the SyncNet and LipGAN trainers also take
+the bare ``<field>`` of earlier versions. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from difftalk.cli_options import add_command
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SECTIONS = {
+    "train": "train",
+    "train-autoencoder": "autoencoder_train",
+    "train-syncnet": "syncnet_train",
+    "train-lipgan": "lipgan_train",
+}
+"""The config section (and ``--set`` prefix) of each training command."""
+
+DIFFTALK_SECTIONS = ("model", "sampler", "data", "train", "autoencoder_train")
+"""Top-level sections of a DiffTalk experiment config (``difftalk train`` / ``train-autoencoder``)."""
+
+
+def section_yaml(data: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """The fields of a SyncNet/LipGAN training YAML: its ``section:`` mapping, or the file's top level."""
+    if set(data) == {section} and isinstance(data[section], Mapping):
+        return dict(data[section])
+    return dict(data)
+
+
+def training_overrides(items: Sequence[str] | None, command: str, config: Any) -> dict[str, Any]:
+    """``--set key=value`` items of a training command → dotted overrides of its config dataclass.
+
+    ``train`` / ``train-autoencoder`` (a whole experiment config): keys are ``<section>.<field>`` of the
+    YAML (``train.steps``, ``autoencoder_train.steps``, ``data.num_workers``, ``model.unet.head_dim``); a key
+    in the other trainer's section, which the command does not read, is warned about.
+    ``train-syncnet`` / ``train-lipgan`` (the config is the section itself): ``syncnet_train.<field>`` /
+    ``lipgan_train.<field>``, and for compatibility the bare ``<field>``.
+
+    Raises:
+        ConfigError: ``key=value`` is malformed, or the key belongs to no section of this command.
+    """
+    from difftalk.config import ConfigError, parse_overrides
+
+    section = TRAIN_SECTIONS[command]
+    overrides = parse_overrides(items)
+    if command in ("train", "train-autoencoder"):
+        other = "autoencoder_train" if section == "train" else "train"
+        for key in overrides:
+            head = key.split(".", 1)[0]
+            if head not in DIFFTALK_SECTIONS or "." not in key:
+                raise ConfigError(
+                    f"--set {key}: `difftalk {command}` takes <section>.<field> keys, e.g. {section}.steps=500 "
+                    f"(sections: {', '.join(DIFFTALK_SECTIONS)})"
+                )
+            if head == other:
+                logger.warning(
+                    "--set %s: `difftalk %s` does not read the %s section; did you mean %s.%s?",
+                    key,
+                    command,
+                    other,
+                    section,
+                    key.split(".", 1)[1],
+                )
+        return overrides
+    fields = {f.name for f in dataclasses.fields(config)}
+    result: dict[str, Any] = {}
+    for key, value in overrides.items():
+        bare = key.removeprefix(f"{section}.")
+        if bare.split(".", 1)[0] not in fields:
+            raise ConfigError(
+                f"--set {key}: `difftalk {command}` takes {section}.<field> keys (or the bare <field>), e.g. "
+                f"{section}.steps=500; fields: {', '.join(sorted(fields))}"
+            )
+        result[bare] = value
+    return result
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--config``, ``--data``, ``--run-dir``, ``--set``, ``--restart``, ``--no-progress`` of ``train`` and
+    ``train-autoencoder``."""
+    section = TRAIN_SECTIONS[command]
+    parser.add_argument("--config", required=True, help="preset name or YAML path")
+    parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
+    parser.add_argument("--run-dir", help=f"run folder (overrides {section}.run_dir)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"override a config field by its YAML path <section>.<field>, e.g. {section}.steps=500 or "
+        "data.num_workers=4 (repeatable; values are parsed as YAML)",
+    )
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(train_section=section)
+
+
+def _set_help(command: str) -> str:
+    """Help of ``--set`` for ``train-syncnet`` / ``train-lipgan``."""
+    section = TRAIN_SECTIONS[command]
+    return (
+        f"override a config field, e.g. {section}.steps=600 or {section}.batch_size=16 (repeatable; values are "
+        "parsed as YAML; the bare field name, e.g. steps=600, is still accepted)"
+    )
+
+
+def _load_config_with_overrides(args: argparse.Namespace) -> Any:
+    """``--config`` plus ``--set <section>.<field>=value`` overrides (values parsed as YAML)."""
+    from difftalk.config import load_config, replace
+
+    config = load_config(args.config)
+    overrides = training_overrides(args.set, args.command, config)
+    if getattr(args, "data", None):
+        overrides["data.data_dir"] = args.data
+    if getattr(args, "run_dir", None):
+        overrides[f"{args.train_section}.run_dir"] = args.run_dir
+    return replace(config, overrides) if overrides else config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from difftalk.train.diffusion import train_diffusion
+
+    config = _load_config_with_overrides(args)
+    result = train_diffusion(config, resume=not args.restart, progress=not args.no_progress)
+    logger.info(
+        "%s at step %d (loss %.4f); model → %s",
+        "stopped" if result.stopped_early else "finished",
+        result.step,
+        result.last_loss,
+        result.model_dir,
+    )
+    return 0
+
+
+def _cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from difftalk.train.autoencoder import train_autoencoder
+
+    config = _load_config_with_overrides(args)
+    result = train_autoencoder(config, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; autoencoder → %s", result.step, result.model_dir)
+    return 0
+
+
+def _cmd_train_syncnet(args: argparse.Namespace) -> int:
+    from difftalk.config import from_dict, load_yaml, replace, to_dict
+    from difftalk.models.syncnet import syncnet_preset
+    from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
+
+    config = SyncNetTrainConfig(model=syncnet_preset(args.preset))
+    if args.config:
+        fields = section_yaml(load_yaml(args.config), "syncnet_train")
+        config = from_dict(SyncNetTrainConfig, {**to_dict(config), **fields})
+    overrides = training_overrides(args.set, args.command, config)
+    if overrides:
+        config = replace(config, overrides)
+    result = train_syncnet(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; expert → %s", result.step, result.model_dir)
+    return 0
+
+
+def _cmd_train_lipgan(args: argparse.Namespace) -> int:
+    from difftalk.config import from_dict, load_yaml, replace, to_dict
+    from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
+
+    config = LipGANTrainConfig()
+    if args.config:
+        fields = section_yaml(load_yaml(args.config), "lipgan_train")
+        config = from_dict(LipGANTrainConfig, {**to_dict(config), **fields})
+    overrides: dict[str, Any] = {"syncnet": args.syncnet} if args.syncnet else {}
+    overrides |= training_overrides(args.set, args.command, config)
+    if overrides:
+        config = replace(config, overrides)
+    result = train_lipgan(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+    logger.info("finished at step %d; generator → %s", result.step, result.model_dir)
+    return 0
+
+
+def add_training_commands(sub: Any) -> None:
+    """Register the four training sub-commands on ``sub`` (the ``difftalk`` sub-parsers)."""
+    train = add_command(sub, "train", "train the diffusion model (autoencoder frozen)", _cmd_train)
+    _add_train_arguments(train, "train")
+    train_ae = add_command(
+        sub, "train-autoencoder", "train the VQ autoencoder (f=4 or f=8) on face crops", _cmd_train_autoencoder
+    )
+    _add_train_arguments(train_ae, "train-autoencoder")
+
+    syncnet = add_command(
+        sub, "train-syncnet", "train the audio-visual sync expert on a prepared dataset", _cmd_train_syncnet
+    )
+    syncnet.add_argument("--data", required=True, help="prepared dataset")
+    syncnet.add_argument("--run-dir", required=True, help="run folder")
+    syncnet.add_argument("--preset", choices=["small", "syncnet_v2"], default="small", help="architecture")
+    syncnet.add_argument(
+        "--config", help="YAML with SyncNetTrainConfig fields (at the top level or under syncnet_train:)"
+    )
+    syncnet.add_argument("--set", action="append", metavar="KEY=VALUE", help=_set_help("train-syncnet"))
+    syncnet.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    syncnet.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    lipgan = add_command(
+        sub, "train-lipgan", "train the Wav2Lip-style GAN baseline on a prepared dataset", _cmd_train_lipgan
+    )
+    lipgan.add_argument("--data", required=True, help="prepared dataset")
+    lipgan.add_argument("--run-dir", required=True, help="run folder")
+    lipgan.add_argument("--syncnet", help="frozen sync expert for the sync loss (a train-syncnet folder)")
+    lipgan.add_argument("--config", help="YAML with LipGANTrainConfig fields (at the top level or under lipgan_train:)")
+    lipgan.add_argument("--set", action="append", metavar="KEY=VALUE", help=_set_help("train-lipgan"))
+    lipgan.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    lipgan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
