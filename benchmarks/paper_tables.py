@@ -123,6 +123,7 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("progressive reference, composite (default)", "recipe", {}),
         ("fixed reference", "recipe", {"progressive_reference": False}),
         ("fixed reference, shared noise", "recipe", {"progressive_reference": False, "noise": "shared"}),
+        ("paper recipe, progressive reference, composite", "full", {}),
     ],
     "recipe": [
         # measured with the latent-chain progressive reference (the default while these runs were scored)

@@ -164,6 +164,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     options = GenerateOptions(
         num_steps=args.steps,
         progressive_reference=not args.no_progressive_reference,
+        reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
         reference_frame=args.reference_frame,
         lanes=args.lanes,
@@ -247,6 +248,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     options = GenerateOptions(
         num_steps=args.steps,
         progressive_reference=not args.no_progressive_reference,
+        reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
         lanes=args.lanes,
         temporal_smoothing=args.temporal_smoothing,
@@ -280,6 +282,13 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-progressive-reference",
         action="store_true",
         help="always use the fixed reference frame instead of the previous generated frame",
+    )
+    parser.add_argument(
+        "--reference-update",
+        choices=["composite", "latent"],
+        default="composite",
+        help="what a frame passes on as the next reference: the real crop with the generated mouth pasted in "
+        "(encoded), or the generated latent itself",
     )
     parser.add_argument(
         "--no-colour-fix", action="store_true", help="keep the autoencoder's colour cast in the generated mouth"

@@ -84,10 +84,10 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """Load a checkpoint folder written by ``difftalk train`` (``<run>/checkpoints/model``)."""
         from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
 
-        directory = resolve_checkpoint_dir(directory)  # a folder or a hub repo id, resolved once
-        model = DiffTalkModel.from_pretrained(directory)
-        backend = feature_backend_of(directory, DiffTalkModel.KIND, model.config.audio_encoder.feature_dim)
-        steps = int(read_checkpoint_meta(directory, DiffTalkModel.KIND).get("extra", {}).get("sampler_steps", 50))
+        local = resolve_checkpoint_dir(directory)  # a folder or a hub repo id, resolved once
+        model = DiffTalkModel.from_pretrained(local)
+        backend = feature_backend_of(local, DiffTalkModel.KIND, model.config.audio_encoder.feature_dim)
+        steps = int(read_checkpoint_meta(local, DiffTalkModel.KIND).get("extra", {}).get("sampler_steps", 50))
         return cls(model, backend, steps, str(directory), device=device, dtype=dtype)
 
     def optimize(self, channels_last: bool = True, compile_unet: bool = False) -> DiffTalkPipeline:
