@@ -122,7 +122,6 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("progressive reference, latent chain", "recipe", LATENT_CHAIN),
         ("progressive reference, composite (default)", "recipe", {}),
         ("fixed reference", "recipe", {"progressive_reference": False}),
-        ("fixed reference, shared noise", "recipe", {"progressive_reference": False, "noise": "shared"}),
         ("paper recipe, progressive reference, composite", "full", {}),
     ],
     "recipe": [
