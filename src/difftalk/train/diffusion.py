@@ -132,15 +132,17 @@ class LossByRange:
     def add(self, timesteps: torch.Tensor, inside: torch.Tensor | None, outside: torch.Tensor | None) -> None:
         if inside is None or outside is None:
             return
-        t = timesteps.detach().cpu()
+        # one device → host copy per step (the loss is read every step anyway)
+        t, mse_in, mse_out = torch.stack([timesteps.float(), inside.float(), outside.float()]).detach().cpu()
         for (low, high), (a, b) in zip(self.edges, T_RANGES, strict=True):
             pick = (t >= low) & (t < high)
-            if not bool(pick.any()):
+            count = int(pick.sum())
+            if not count:
                 continue
-            for where, values in (("in", inside), ("out", outside)):
+            for where, column in (("in", mse_in), ("out", mse_out)):
                 key = f"mse_{where}_t{a}_{b}"
-                self.sums[key] = self.sums.get(key, 0.0) + float(values.detach().cpu()[pick].sum())
-                self.counts[key] = self.counts.get(key, 0) + int(pick.sum())
+                self.sums[key] = self.sums.get(key, 0.0) + float(column[pick].sum())
+                self.counts[key] = self.counts.get(key, 0) + count
 
     def means(self) -> dict[str, float]:
         """Mean per key over the window (NaN where the window drew no t in that range); then reset."""
