@@ -34,16 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_results
-from difftalk.config import load_config, parse_overrides, replace
+from difftalk.config import (
+    LipGANConfig,
+    LipGANTrainConfig,
+    SyncNetTrainConfig,
+    load_config,
+    parse_overrides,
+    replace,
+)
+from difftalk.config.syncnet import syncnet_preset
 from difftalk.data.clips import load_manifest
 from difftalk.evaluate import evaluate_results
-from difftalk.models.lipgan import LipGANConfig
-from difftalk.models.syncnet import syncnet_preset
 from difftalk.pipeline.benchmark import run_benchmark
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.train.diffusion import train_diffusion
-from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
-from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
+from difftalk.train.lipgan import train_lipgan
+from difftalk.train.syncnet import train_syncnet
 
 logger = logging.getLogger("paper_tables")
 
@@ -156,8 +162,8 @@ def ensure_syncnet(data: str, root: Path, steps: int) -> Path:
     run_dir = root / "syncnet"
     model_dir = run_dir / "checkpoints" / "syncnet"
     if not (model_dir / "config.json").is_file():
-        config = SyncNetTrainConfig(model=syncnet_preset("small"), steps=steps)
-        train_syncnet(config, data, run_dir, progress=False)
+        config = SyncNetTrainConfig(model=syncnet_preset("small"), steps=steps, data_dir=data, run_dir=str(run_dir))
+        train_syncnet(config, progress=False)
     return model_dir
 
 
@@ -229,9 +235,11 @@ def ensure_lipgan(
         batch_size=max(1, round(recipe.batch_size / frames)),
         learning_rate=recipe.learning_rate,
         checkpoint_every=250,
+        data_dir=data,
+        run_dir=str(run_dir),
     )
     logger.info("training (or resuming) the LipGAN baseline to %d steps", steps)
-    return train_lipgan(trained, data, run_dir, resume=True, progress=False).model_dir
+    return train_lipgan(trained, resume=True, progress=False).model_dir
 
 
 def score(name: str, variant: str, model: Path | None, options: dict[str, Any], args: argparse.Namespace,

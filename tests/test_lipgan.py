@@ -149,8 +149,10 @@ def test_training_learns_checkpoints_and_resumes_exactly(
         checkpoint_every=8,
         eval_every=0,
         eval_windows=3,
+        data_dir=str(prepared_dataset),
+        run_dir=str(tmp_path / "a"),
     )
-    result = train_lipgan(config, prepared_dataset, tmp_path / "a", progress=False)
+    result = train_lipgan(config, progress=False)
     assert result.step == 24 and result.sync_enabled
     rows = _rows(tmp_path / "a")
     l1 = [float(r["l1"]) for r in rows]
@@ -162,16 +164,16 @@ def test_training_learns_checkpoints_and_resumes_exactly(
     assert set(result.validation) == {"l1", "l1_mouth", "sync_generated", "sync_real"}
 
     # 16 steps, then resume to 24: the same weights as the uninterrupted run.
-    train_lipgan(replace(config, steps=16), prepared_dataset, tmp_path / "b", progress=False)
-    resumed = train_lipgan(config, prepared_dataset, tmp_path / "b", progress=False)
+    train_lipgan(replace(config, steps=16, run_dir=str(tmp_path / "b")), progress=False)
+    resumed = train_lipgan(replace(config, run_dir=str(tmp_path / "b")), progress=False)
     assert resumed.step == 24 and [int(r["step"]) for r in _rows(tmp_path / "b")] == list(range(1, 25))
     a = LipGANGenerator.from_pretrained(result.model_dir).state_dict()
     b = LipGANGenerator.from_pretrained(resumed.model_dir).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # Without an expert the sync term is off (NaN in metrics.csv), and the GAN is optional.
-    plain = replace(config, syncnet=None, adversarial_weight=0.0, steps=2, eval_windows=0)
-    off = train_lipgan(plain, prepared_dataset, tmp_path / "c", progress=False)
+    plain = replace(config, syncnet=None, adversarial_weight=0.0, steps=2, eval_windows=0, run_dir=str(tmp_path / "c"))
+    off = train_lipgan(plain, progress=False)
     assert not off.sync_enabled and all(np.isnan(float(r["sync"])) for r in _rows(tmp_path / "c"))
 
 

@@ -160,8 +160,10 @@ def _build_sync_setup(root: Path) -> SyncSetup:
         eval_clips=1,
         log_every=50,
         checkpoint_every=100,
+        data_dir=str(data),
+        run_dir=str(root / "run"),
     )
-    result = train_syncnet(config, data, root / "run", resume=False, progress=False)
+    result = train_syncnet(config, resume=False, progress=False)
     return SyncSetup(root / "synth", data, result.run_dir, result.model_dir, result.validation)
 
 
@@ -200,12 +202,13 @@ def test_training_run_folder_and_resume(sync_setup: SyncSetup, tmp_path: Path) -
     assert (run / "config.yaml").is_file() and (run / "run.json").is_file()
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,accuracy") and len(rows) > TRAIN_STEPS // 50
-    config = SyncNetTrainConfig(
-        steps=TRAIN_STEPS + 2, batch_size=16, candidates=4, num_workers=0, accelerator="cpu", eval_clips=0
-    )
     copy = tmp_path / "copy"
+    config = SyncNetTrainConfig(
+        steps=TRAIN_STEPS + 2, batch_size=16, candidates=4, num_workers=0, accelerator="cpu", eval_clips=0,
+        data_dir=str(sync_setup.data_dir), run_dir=str(copy),
+    )  # fmt: skip
     shutil.copytree(run, copy)
-    again = train_syncnet(config, sync_setup.data_dir, copy, resume=True, progress=False)
+    again = train_syncnet(config, resume=True, progress=False)
     assert again.step == TRAIN_STEPS + 2 and (again.model_dir / "weights.safetensors").is_file()
 
 

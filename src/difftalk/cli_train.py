@@ -2,7 +2,8 @@
 
 Each trainer's ``--set`` keys are ``<section>.<field>``, named after its YAML section (``train``,
 ``autoencoder_train``, ``syncnet_train``, ``lipgan_train``); the SyncNet and LipGAN trainers also take
-the bare ``<field>`` of earlier versions. Heavy imports happen inside the handlers.
+the bare ``<field>`` of earlier versions. Every trainer is called as ``train_X(config, resume, progress)``
+(``--data`` / ``--run-dir`` override the config's folders). Heavy imports happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -85,19 +86,21 @@ def training_overrides(items: Sequence[str] | None, command: str, config: Any) -
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """``--config``, ``--data``, ``--run-dir``, ``--set``, ``--restart``, ``--no-progress`` of ``train`` and
-    ``train-autoencoder``."""
+    """``--config``, ``--data``, ``--run-dir``, ``--set``, ``--restart``, ``--no-progress`` of a training command."""
     section = TRAIN_SECTIONS[command]
-    parser.add_argument("--config", required=True, help="preset name or YAML path")
-    parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
+    if command in ("train", "train-autoencoder"):
+        parser.add_argument("--config", required=True, help="preset name or YAML path")
+        parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
+        set_help = (
+            f"override a config field by its YAML path <section>.<field>, e.g. {section}.steps=500 or "
+            "data.num_workers=4 (repeatable; values are parsed as YAML)"
+        )
+    else:
+        parser.add_argument("--config", help=f"YAML with {section} fields (at the top level or under {section}:)")
+        parser.add_argument("--data", help=f"prepared dataset folder (overrides {section}.data_dir)")
+        set_help = _set_help(command)
     parser.add_argument("--run-dir", help=f"run folder (overrides {section}.run_dir)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help=f"override a config field by its YAML path <section>.<field>, e.g. {section}.steps=500 or "
-        "data.num_workers=4 (repeatable; values are parsed as YAML)",
-    )
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(train_section=section)
@@ -149,36 +152,38 @@ def _cmd_train_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_syncnet(args: argparse.Namespace) -> int:
+def _load_section_config(args: argparse.Namespace, base: Any, **flags: str | None) -> Any:
+    """A SyncNet / LipGAN training config: ``base``, the ``--config`` YAML's section, ``flags`` given on the
+    command line (e.g. ``syncnet=--syncnet``), ``--set`` overrides, then ``--data`` / ``--run-dir``."""
     from difftalk.config import from_dict, load_yaml, replace, to_dict
-    from difftalk.models.syncnet import syncnet_preset
-    from difftalk.train.syncnet import SyncNetTrainConfig, train_syncnet
 
-    config = SyncNetTrainConfig(model=syncnet_preset(args.preset))
+    config = base
     if args.config:
-        fields = section_yaml(load_yaml(args.config), "syncnet_train")
-        config = from_dict(SyncNetTrainConfig, {**to_dict(config), **fields})
-    overrides = training_overrides(args.set, args.command, config)
-    if overrides:
-        config = replace(config, overrides)
-    result = train_syncnet(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+        fields = section_yaml(load_yaml(args.config), args.train_section)
+        config = from_dict(type(base), {**to_dict(base), **fields})
+    overrides: dict[str, Any] = {name: value for name, value in flags.items() if value}
+    overrides |= training_overrides(args.set, args.command, config)
+    overrides |= {name: value for name, value in (("data_dir", args.data), ("run_dir", args.run_dir)) if value}
+    return replace(config, overrides) if overrides else config
+
+
+def _cmd_train_syncnet(args: argparse.Namespace) -> int:
+    from difftalk.config import SyncNetTrainConfig
+    from difftalk.models.syncnet import syncnet_preset
+    from difftalk.train.syncnet import train_syncnet
+
+    config = _load_section_config(args, SyncNetTrainConfig(model=syncnet_preset(args.preset)))
+    result = train_syncnet(config, resume=not args.restart, progress=not args.no_progress)
     logger.info("finished at step %d; expert → %s", result.step, result.model_dir)
     return 0
 
 
 def _cmd_train_lipgan(args: argparse.Namespace) -> int:
-    from difftalk.config import from_dict, load_yaml, replace, to_dict
-    from difftalk.train.lipgan import LipGANTrainConfig, train_lipgan
+    from difftalk.config import LipGANTrainConfig
+    from difftalk.train.lipgan import train_lipgan
 
-    config = LipGANTrainConfig()
-    if args.config:
-        fields = section_yaml(load_yaml(args.config), "lipgan_train")
-        config = from_dict(LipGANTrainConfig, {**to_dict(config), **fields})
-    overrides: dict[str, Any] = {"syncnet": args.syncnet} if args.syncnet else {}
-    overrides |= training_overrides(args.set, args.command, config)
-    if overrides:
-        config = replace(config, overrides)
-    result = train_lipgan(config, args.data, args.run_dir, resume=not args.restart, progress=not args.no_progress)
+    config = _load_section_config(args, LipGANTrainConfig(), syncnet=args.syncnet)
+    result = train_lipgan(config, resume=not args.restart, progress=not args.no_progress)
     logger.info("finished at step %d; generator → %s", result.step, result.model_dir)
     return 0
 
@@ -195,23 +200,11 @@ def add_training_commands(sub: Any) -> None:
     syncnet = add_command(
         sub, "train-syncnet", "train the audio-visual sync expert on a prepared dataset", _cmd_train_syncnet
     )
-    syncnet.add_argument("--data", required=True, help="prepared dataset")
-    syncnet.add_argument("--run-dir", required=True, help="run folder")
+    _add_train_arguments(syncnet, "train-syncnet")
     syncnet.add_argument("--preset", choices=["small", "syncnet_v2"], default="small", help="architecture")
-    syncnet.add_argument(
-        "--config", help="YAML with SyncNetTrainConfig fields (at the top level or under syncnet_train:)"
-    )
-    syncnet.add_argument("--set", action="append", metavar="KEY=VALUE", help=_set_help("train-syncnet"))
-    syncnet.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    syncnet.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     lipgan = add_command(
         sub, "train-lipgan", "train the Wav2Lip-style GAN baseline on a prepared dataset", _cmd_train_lipgan
     )
-    lipgan.add_argument("--data", required=True, help="prepared dataset")
-    lipgan.add_argument("--run-dir", required=True, help="run folder")
+    _add_train_arguments(lipgan, "train-lipgan")
     lipgan.add_argument("--syncnet", help="frozen sync expert for the sync loss (a train-syncnet folder)")
-    lipgan.add_argument("--config", help="YAML with LipGANTrainConfig fields (at the top level or under lipgan_train:)")
-    lipgan.add_argument("--set", action="append", metavar="KEY=VALUE", help=_set_help("train-lipgan"))
-    lipgan.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    lipgan.add_argument("--no-progress", action="store_true", help="hide the progress bar")

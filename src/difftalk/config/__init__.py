@@ -4,6 +4,10 @@ Each component has one dataclass (model configs are frozen and saved beside the 
 presets in ``configs/`` only fill their fields. Unknown keys, wrong types and out-of-range values raise
 :class:`ConfigError` naming the field by its dotted path (``model.unet.head_dim``). There are no
 import-path strings: variants are closed ``Literal`` choices dispatched by explicit ``if``/``elif``.
+
+Every trainer's config is here: ``TrainConfig`` / ``AutoencoderTrainConfig`` (sections of a whole
+:class:`DiffTalkConfig`), ``SyncNetTrainConfig`` and ``LipGANTrainConfig`` (a config of their own, YAML
+sections ``syncnet_train`` / ``lipgan_train``); each names its data and run folders.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from difftalk.config.fields import (
     save_yaml,
     to_dict,
 )
+from difftalk.config.lipgan import LipGANConfig, LipGANTrainConfig
 from difftalk.config.model import (
     AudioEncoderConfig,
     AutoencoderConfig,
@@ -30,6 +35,7 @@ from difftalk.config.model import (
     SamplerConfig,
     UNetConfig,
 )
+from difftalk.config.syncnet import SyncNetConfig, SyncNetTrainConfig
 from difftalk.config.training import AutoencoderTrainConfig, DataConfig, TrainConfig
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -44,8 +50,12 @@ __all__ = [
     "DiffTalkConfig",
     "DiffusionConfig",
     "LandmarkEncoderConfig",
+    "LipGANConfig",
+    "LipGANTrainConfig",
     "ModelConfig",
     "SamplerConfig",
+    "SyncNetConfig",
+    "SyncNetTrainConfig",
     "TrainConfig",
     "UNetConfig",
     "from_dict",

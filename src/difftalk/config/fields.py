@@ -26,6 +26,13 @@ def require(condition: bool, name: str, message: str) -> None:
         raise ConfigError(f"{name}: {message}")
 
 
+def require_at_least(config: object, names: Iterable[str], minimum: float) -> None:
+    """Each named numeric field of ``config`` must be >= ``minimum`` (else :class:`ConfigError` naming it)."""
+    for name in names:
+        value = getattr(config, name)
+        require(value >= minimum, name, f"must be >= {minimum}, got {value}")
+
+
 T = TypeVar("T")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from difftalk.config.fields import require as _require
+from difftalk.config.fields import require_at_least
 
 FeatureBackend = Literal["mel", "whisper", "precomputed"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
@@ -14,9 +15,7 @@ Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 
 def _require_positive(config: object, names: tuple[str, ...]) -> None:
     """Each named integer field of ``config`` must be >= 1."""
-    for name in names:
-        value = getattr(config, name)
-        _require(value >= 1, name, f"must be >= 1, got {value}")
+    require_at_least(config, names, 1)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ the same preprocessing as the LSE metric); ``train.lipgan`` minimises ``−log``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,61 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from difftalk.checkpoint import load_pretrained, save_pretrained
+from difftalk.config.lipgan import GROUPS, LipGANConfig  # config data; re-exported here for existing imports
 from difftalk.models.syncnet import SyncNet, SyncNetConfig
 
 KIND = "LipGANGenerator"
-GROUPS = 8
-"""GroupNorm groups: every channel count must be a multiple of this."""
-
-
-@dataclass(frozen=True)
-class LipGANConfig:
-    """Architecture of the LipGAN generator (saved beside its weights)."""
-
-    image_size: int = 128
-    """Side S of the square face crops (the dataset's crops are resized to it)."""
-    feature_dim: int = 80
-    """F, audio features per step (80 mel, 384 Whisper, 29 DeepSpeech)."""
-    window: int = 16
-    """Feature steps per frame window (16 for every backend, docs/formats.md)."""
-    context_frames: int = 1
-    """T, audio windows per sample, centred on the target frame (odd; 1 = the target's own window)."""
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    """Face encoder widths per level; level 0 is full resolution, each later level halves the side."""
-    res_blocks: int = 1
-    """Residual blocks per encoder/decoder level below full resolution."""
-    audio_channels: tuple[int, ...] = (32, 64, 128, 256)
-    """Audio encoder conv widths (the first keeps the size, each later one has stride 2)."""
-    audio_dim: int = 256
-    """Size of the audio vector."""
-
-    def __post_init__(self) -> None:
-        levels = len(self.channels)
-        if levels < 2:
-            raise ValueError(f"LipGANConfig.channels needs at least 2 levels, got {self.channels}")
-        if any(c < GROUPS or c % GROUPS for c in (*self.channels, *self.audio_channels)):
-            raise ValueError(
-                f"LipGANConfig.channels / audio_channels must be multiples of {GROUPS}, "
-                f"got {self.channels} / {self.audio_channels}"
-            )
-        if not self.audio_channels:
-            raise ValueError("LipGANConfig.audio_channels must not be empty")
-        if self.image_size < 2 ** (levels - 1) or self.image_size % 2 ** (levels - 1):
-            raise ValueError(
-                f"LipGANConfig.image_size {self.image_size} must be a multiple of 2^(len(channels) - 1) = "
-                f"{2 ** (levels - 1)}"
-            )
-        if self.feature_dim < 1 or self.window < 1 or self.audio_dim < 1:
-            raise ValueError("LipGANConfig.feature_dim, window and audio_dim must be >= 1")
-        if self.context_frames < 1 or self.context_frames % 2 == 0:
-            raise ValueError(f"LipGANConfig.context_frames must be odd and >= 1, got {self.context_frames}")
-        if self.res_blocks < 0:
-            raise ValueError(f"LipGANConfig.res_blocks must be >= 0, got {self.res_blocks}")
-
-    @property
-    def bottleneck_size(self) -> int:
-        """Side of the lowest-resolution feature map."""
-        return self.image_size // 2 ** (len(self.channels) - 1)
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

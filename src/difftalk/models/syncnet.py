@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,196 +38,38 @@ from difftalk.checkpoint import (
     resolve_checkpoint_dir,
     save_pretrained,
 )
+from difftalk.config.syncnet import (  # the architecture is config data; re-exported here for existing imports
+    MFCC_STEPS_PER_FRAME,
+    SMALL_AUDIO,
+    SMALL_VISUAL,
+    SYNCNET_V2_AUDIO,
+    SYNCNET_V2_VISUAL,
+    ConvSpec,
+    SyncNetConfig,
+    conv_output_shape,
+    syncnet_preset,
+)
 
 logger = logging.getLogger(__name__)
 
 KIND = "SyncNet"
-MFCC_STEPS_PER_FRAME = 4
-"""MFCC steps (100 Hz) per video frame (25 fps)."""
 
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """One conv block: ``Conv(channels, kernel, stride, padding) → BatchNorm → ReLU [→ MaxPool]``.
-
-    Tuples have one entry per spatial dimension of the stream (3 for the visual stream: ``(t, h, w)``;
-    2 for the audio stream: ``(mfcc, time)``). An empty tuple means 1 (stride), 0 (padding), the pool
-    kernel (pool stride) or "no pool" (pool kernel).
-    """
-
-    channels: int
-    """Output channels of the convolution."""
-    kernel: tuple[int, ...]
-    """Convolution kernel size."""
-    stride: tuple[int, ...] = ()
-    """Convolution stride (empty: 1)."""
-    padding: tuple[int, ...] = ()
-    """Zero padding (empty: 0)."""
-    pool_kernel: tuple[int, ...] = ()
-    """Max-pool kernel after the ReLU (empty: no pool)."""
-    pool_stride: tuple[int, ...] = ()
-    """Max-pool stride (empty: the pool kernel)."""
-    pool_padding: tuple[int, ...] = ()
-    """Max-pool padding (empty: 0)."""
-
-    def __post_init__(self) -> None:
-        if self.channels < 1:
-            raise ValueError(f"ConvSpec.channels must be >= 1, got {self.channels}")
-        dims = len(self.kernel)
-        for name in ("stride", "padding", "pool_kernel", "pool_stride", "pool_padding"):
-            value = getattr(self, name)
-            if value and len(value) != dims:
-                raise ValueError(f"ConvSpec.{name} {value} must have {dims} entries like kernel {self.kernel}")
-        if self.pool_stride and not self.pool_kernel:
-            raise ValueError("ConvSpec.pool_stride is set but pool_kernel is empty")
-
-    def resolved(self) -> tuple[tuple[int, ...], ...]:
-        """``(kernel, stride, padding, pool_kernel, pool_stride, pool_padding)`` with defaults filled in."""
-        dims = len(self.kernel)
-        stride = self.stride or (1,) * dims
-        padding = self.padding or (0,) * dims
-        pool_stride = self.pool_stride or self.pool_kernel
-        pool_padding = self.pool_padding or ((0,) * dims if self.pool_kernel else ())
-        return self.kernel, stride, padding, self.pool_kernel, pool_stride, pool_padding
-
-
-def _v(
-    channels: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...] = (),
-    padding: tuple[int, ...] = (),
-    pool: tuple[int, ...] = (),
-    pool_stride: tuple[int, ...] = (),
-    pool_padding: tuple[int, ...] = (),
-) -> ConvSpec:
-    return ConvSpec(channels, kernel, stride, padding, pool, pool_stride, pool_padding)
-
-
-SYNCNET_V2_VISUAL = (
-    _v(96, (5, 7, 7), (1, 2, 2), (0, 0, 0), (1, 3, 3), (1, 2, 2)),
-    _v(256, (1, 5, 5), (1, 2, 2), (0, 1, 1), (1, 3, 3), (1, 2, 2), (0, 1, 1)),
-    _v(256, (1, 3, 3), (), (0, 1, 1)),
-    _v(256, (1, 3, 3), (), (0, 1, 1)),
-    _v(256, (1, 3, 3), (), (0, 1, 1), (1, 3, 3), (1, 2, 2)),
-    _v(512, (1, 6, 6)),
-)
-"""The visual stream of syncnet_python's ``S.netcnnlip`` (input ``(B, 3, 5, 224, 224)``)."""
-SYNCNET_V2_AUDIO = (
-    _v(64, (3, 3), (), (1, 1), (1, 1), (1, 1)),
-    _v(192, (3, 3), (), (1, 1), (3, 3), (1, 2)),
-    _v(384, (3, 3), (), (1, 1)),
-    _v(256, (3, 3), (), (1, 1)),
-    _v(256, (3, 3), (), (1, 1), (3, 3), (2, 2)),
-    _v(512, (5, 4)),
-)
-"""The audio stream of syncnet_python's ``S.netcnnaud`` (input ``(B, 1, 13, 20)``)."""
-
-SMALL_VISUAL = (
-    _v(16, (5, 5, 5), (1, 2, 2), (0, 2, 2)),
-    _v(32, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
-    _v(64, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
-    _v(128, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
-    _v(256, (1, 2, 4)),
-)
-"""Small visual stream for ``(B, 3, 5, 32, 64)`` (lower half of a 64² crop); about 5 M MACs per window."""
-SMALL_AUDIO = (
-    _v(16, (3, 3), (), (1, 1)),
-    _v(32, (3, 3), (1, 2), (1, 1)),
-    _v(64, (3, 3), (2, 2), (1, 1)),
-    _v(128, (3, 3), (2, 2), (1, 1)),
-    _v(256, (4, 3)),
-)
-"""Small audio stream for ``(B, 1, 13, 20)``."""
-
-
-def _output_shape(specs: tuple[ConvSpec, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Spatial shape after the conv blocks (floor arithmetic, as PyTorch); raises if it collapses."""
-    for index, spec in enumerate(specs):
-        kernel, stride, padding, pool, pool_stride, pool_padding = spec.resolved()
-        if len(kernel) != len(shape):
-            raise ValueError(f"layer {index}: kernel {kernel} does not match a {len(shape)}-d input")
-        shape = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape, kernel, stride, padding, strict=True))
-        if pool:
-            shape = tuple(
-                (n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape, pool, pool_stride, pool_padding, strict=True)
-            )
-        if min(shape) < 1:
-            raise ValueError(
-                f"layer {index} ({spec}) shrinks the input to {shape}; use a larger input or smaller kernels"
-            )
-    return shape
-
-
-@dataclass(frozen=True)
-class SyncNetConfig:
-    """Architecture and input convention of a SyncNet expert (saved beside its weights)."""
-
-    image_size: int = 64
-    """Face crops are resized to this square side before the region is cut."""
-    region: Literal["full", "lower_half"] = "lower_half"
-    """Which part of the resized crop the visual stream sees."""
-    color: Literal["bgr255", "rgb_signed"] = "rgb_signed"
-    """``bgr255``: BGR in [0, 255] (syncnet_python); ``rgb_signed``: RGB in [-1, 1]."""
-    num_frames: int = 5
-    """Frames per visual window (the MFCC window is ``4 * num_frames`` steps)."""
-    num_mfcc: int = 13
-    """MFCC coefficients per step (python_speech_features default)."""
-    visual_layers: tuple[ConvSpec, ...] = SMALL_VISUAL
-    """Conv blocks of the visual stream (3-d kernels)."""
-    audio_layers: tuple[ConvSpec, ...] = SMALL_AUDIO
-    """Conv blocks of the audio stream (2-d kernels)."""
-    head_hidden: int = 256
-    """Width of the hidden layer of both heads."""
-    embedding_dim: int = 128
-    """Embedding size."""
-    normalize: bool = True
-    """L2-normalise embeddings (then distances lie in [0, 2]); syncnet_v2 does not."""
-
-    def __post_init__(self) -> None:
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-        if self.num_frames < 1 or self.num_mfcc < 1 or self.embedding_dim < 1 or self.head_hidden < 1:
-            raise ValueError("num_frames, num_mfcc, head_hidden and embedding_dim must be >= 1")
-        if not self.visual_layers or not self.audio_layers:
-            raise ValueError("visual_layers and audio_layers must not be empty")
-        _output_shape(self.visual_layers, self.visual_input_shape[1:])
-        _output_shape(self.audio_layers, self.audio_input_shape[1:])
-
-    @property
-    def mfcc_steps(self) -> int:
-        """MFCC steps per window (4 per frame)."""
-        return MFCC_STEPS_PER_FRAME * self.num_frames
-
-    @property
-    def visual_input_shape(self) -> tuple[int, int, int, int]:
-        """``(3, T, h, w)`` of one visual window."""
-        height = self.image_size // 2 if self.region == "lower_half" else self.image_size
-        return 3, self.num_frames, height, self.image_size
-
-    @property
-    def audio_input_shape(self) -> tuple[int, int, int]:
-        """``(1, num_mfcc, 4T)`` of one audio window."""
-        return 1, self.num_mfcc, self.mfcc_steps
-
-
-def syncnet_preset(name: Literal["syncnet_v2", "small"]) -> SyncNetConfig:
-    """The ``syncnet_v2`` (public syncnet_python) or ``small`` (CPU, synthetic crops) architecture."""
-    if name == "syncnet_v2":
-        return SyncNetConfig(
-            image_size=224,
-            region="full",
-            color="bgr255",
-            num_frames=5,
-            num_mfcc=13,
-            visual_layers=SYNCNET_V2_VISUAL,
-            audio_layers=SYNCNET_V2_AUDIO,
-            head_hidden=512,
-            embedding_dim=1024,
-            normalize=False,
-        )
-    if name == "small":
-        return SyncNetConfig()
-    raise ValueError(f"unknown SyncNet preset {name!r}; choose 'syncnet_v2' or 'small'")
+__all__ = [
+    "KIND",
+    "MFCC_STEPS_PER_FRAME",
+    "SMALL_AUDIO",
+    "SMALL_VISUAL",
+    "SYNCNET_V2_AUDIO",
+    "SYNCNET_V2_VISUAL",
+    "ConvSpec",
+    "SyncNet",
+    "SyncNetConfig",
+    "SyncNetOutput",
+    "convert_syncnet_v2_state_dict",
+    "load_syncnet",
+    "load_syncnet_v2",
+    "syncnet_preset",
+]
 
 
 def _stream(specs: tuple[ConvSpec, ...], in_channels: int, dims: int) -> nn.Sequential:
@@ -268,8 +110,8 @@ class SyncNet(nn.Module):
     def __init__(self, config: SyncNetConfig) -> None:
         super().__init__()
         self.config = config
-        visual_shape = _output_shape(config.visual_layers, config.visual_input_shape[1:])
-        audio_shape = _output_shape(config.audio_layers, config.audio_input_shape[1:])
+        visual_shape = conv_output_shape(config.visual_layers, config.visual_input_shape[1:])
+        audio_shape = conv_output_shape(config.audio_layers, config.audio_input_shape[1:])
         self.visual_encoder = _stream(config.visual_layers, 3, 3)
         self.audio_encoder = _stream(config.audio_layers, 1, 2)
         visual_features = config.visual_layers[-1].channels * math.prod(visual_shape)

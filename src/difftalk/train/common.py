@@ -1,4 +1,6 @@
-"""What both trainers share: the Fabric setup, the run folder, metrics, atomic state files, SIGTERM.
+"""What every trainer shares: the Fabric setup, the run folder, metrics, atomic state files, SIGTERM.
+
+The training loop itself (steps, logging, checkpoints, exact resume) is ``train.loop.fit``.
 
 A run folder holds ``config.yaml`` (the resolved config), ``run.json`` (git SHA, command line, world
 size, versions), ``metrics.csv``, ``tensorboard/``, ``samples/*.png`` and ``checkpoints/``.
@@ -43,8 +45,15 @@ def make_fabric(config: FabricConfig) -> Any:
         precision = "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
     if strategy == "auto" and devices * num_nodes > 1:
         strategy = "ddp"
+    from difftalk.train.checkpoint_io import StateFileIO
+
     fabric = L.Fabric(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        plugins=[StateFileIO()],  # fabric.save/load write and read training_state.pt as save_state/load_state
     )
     fabric.launch()
     if fabric.device.type == "cuda":
@@ -232,9 +241,8 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def gather_generator_states(fabric: Any, generator: torch.Generator) -> list[torch.Tensor]:
-    """Every rank's generator state (collective: call on all ranks)."""
-    state = generator.get_state()
+def gather_from_ranks(fabric: Any, state: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``state`` (e.g. an RNG state; the same shape on every rank), by rank (collective)."""
     if fabric.world_size == 1:
         return [state]
     gathered = fabric.all_gather(state.to(fabric.device))
@@ -255,13 +263,17 @@ def iterate_batches(
     """Yield ``(step, epoch, batch)`` from ``start_step`` to ``total_steps``, resuming mid-epoch exactly.
 
     The (epoch, batch position) of a step follows from the step alone, so resuming needs no state
-    beyond the step counter (see ``ResumableSampler``).
+    beyond the step counter (see ``ResumableSampler``). A loader with its own ``generator`` draws its
+    workers' base seed from it, seeded here by (seed, epoch, rank): starting an epoch, or resuming in
+    the middle of one, then leaves the global torch RNG alone (it is part of the exact resume).
     """
     step = start_step
     while step < total_steps:
         epoch, position = divmod(step, sampler.batches_per_epoch)
         sampler.set_epoch(epoch, position)
         dataset.set_epoch(epoch)
+        if getattr(loader, "generator", None) is not None:
+            loader.generator.manual_seed((sampler.seed * 1_000_003 + epoch) * sampler.world_size + sampler.rank)
         for batch in loader:
             yield step, epoch, batch
             step += 1

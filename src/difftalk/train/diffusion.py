@@ -11,17 +11,13 @@ Files in ``<run_dir>/checkpoints``: ``training_state.pt`` (everything needed to 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from difftalk.config import DiffTalkConfig, to_dict
+from difftalk.config import DiffTalkConfig
 from difftalk.data.batch import TalkingHeadBatch, collate_samples
 from difftalk.data.clips import open_clips
 from difftalk.data.dataset import TalkingHeadDataset
@@ -31,22 +27,19 @@ from difftalk.diffusion.ddim import randn, sample_ddim
 from difftalk.io.image import save_image_grid
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel, LossWeighting
-from difftalk.train.common import (
-    STATE_NAME,
-    RunDir,
-    StopSignal,
-    gather_generator_states,
-    host_memory_mb,
-    ignore_stop_signals,
-    iterate_batches,
-    load_state,
-    make_fabric,
-    save_state,
-    stop_everywhere,
-)
+from difftalk.train.common import RunDir
 from difftalk.train.ema import EMA
 from difftalk.train.latent_cache import build_latent_cache
-from difftalk.train.sampler import ResumableSampler
+from difftalk.train.loop import (
+    Batches,
+    Every,
+    StepOutput,
+    TrainableWeights,
+    TrainingState,
+    fit,
+    linear_warmup,
+    open_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,18 +214,11 @@ def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
 
 
 def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train (or resume training of) the diffusion model described by ``config``.
-
-    Args:
-        config: the experiment; ``config.train`` and ``config.data`` drive the run.
-        resume: continue from ``<run_dir>/checkpoints/training_state.pt`` if it exists.
-        progress: show a progress bar (rank 0).
-    """
+    """Train (or resume training of) the diffusion model of ``config``, driven by ``config.train`` and
+    ``config.data`` (``resume``, ``progress``: see :mod:`difftalk.train`)."""
     train = config.train
-    fabric = make_fabric(train)
+    fabric, run = open_run(train)
     rank, world = fabric.global_rank, fabric.world_size
-    run = RunDir(train.run_dir, active=fabric.is_global_zero)
-    state_path = run.checkpoints / STATE_NAME
     torch.manual_seed(train.seed)  # the same initial weights on every rank
 
     model = DiffTalkModel(config.model)
@@ -254,49 +240,27 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         seed=train.seed,
         latent_cache=fingerprint,
     )
-    sampler = ResumableSampler(len(dataset), train.batch_size, rank, world, train.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=train.batch_size,
-        sampler=sampler,
-        num_workers=config.data.num_workers,
-        collate_fn=collate_samples,
-        pin_memory=fabric.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=False,  # workers are re-created per epoch and see the new epoch's seed
-        worker_init_fn=ignore_stop_signals,
-    )
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    batches = Batches.build(fabric, dataset, train.batch_size, train.seed, config.data.num_workers, collate_samples)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
     fabric_model, optimizer = fabric.setup(model, optimizer)
     fabric_model.mark_forward_method("training_loss")
     trainable = [p for p in model.parameters() if p.requires_grad]
     ema = EMA([(n, p) for n, p in model.named_parameters() if p.requires_grad], train.ema_decay)
     generator = torch.Generator().manual_seed(train.seed * 7919 + rank)
+    state = TrainingState(
+        fabric,
+        run,
+        config,
+        {"model": TrainableWeights(model), "optimizer": optimizer, "ema": ema},
+        train.seed,
+        values=lambda: {"latent_scale": model.config.latent_scale},
+        generator=generator,
+    )
 
-    start_step = 0
-    if resume and state_path.is_file():
-        state = load_state(state_path)
-        trainable_state = state["model"]
-        missing = set(names) - set(trainable_state)
-        if missing:
-            raise ValueError(f"{state_path} does not match this model ({len(missing)} missing parameters)")
-        model.load_state_dict(trainable_state, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        start_step = int(state["step"])
-        generators = state["generators"]
-        if len(generators) == world:
-            generator.set_state(generators[rank])
-        else:
-            logger.warning(
-                "resuming with %d processes instead of %d: noise streams are re-seeded", world, len(generators)
-            )
-            generator.manual_seed(train.seed * 7919 + rank + start_step)
-        if "torch_rng" in state and world == 1:
-            torch.set_rng_state(state["torch_rng"])
-        model.config = replace(model.config, latent_scale=float(state.get("latent_scale", 1.0)))
-        logger.info("resumed from %s at step %d (latent scale %.4f)", state_path, start_step, model.config.latent_scale)
+    resumed = state.restore() if resume else None
+    if resumed is not None:
+        model.config = replace(model.config, latent_scale=float(resumed.get("latent_scale", 1.0)))
+        logger.info("latent scale %.4f (from the training state)", model.config.latent_scale)
     else:
         std = latent_std(model, dataset)
         if train.scale_latents_by_std:
@@ -322,106 +286,60 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     )
 
     sample_batch = _fixed_batch(config, SAMPLE_GRID_SIZE) if fabric.is_global_zero and train.sample_every else None
-
-    def checkpoint(step: int) -> Path:
-        generators = gather_generator_states(fabric, generator)
-        model_dir = run.checkpoints / "model"
-        if fabric.is_global_zero:
-            save_state(
-                state_path,
-                {
-                    "version": 1,
-                    "step": step,
-                    "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-                    "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict(),
-                    "generators": generators,
-                    "torch_rng": torch.get_rng_state(),
-                    "config": to_dict(config),
-                    "latent_scale": model.config.latent_scale,
-                },
-            )
-            export = DiffTalkModel(model.config)
-            export.load_state_dict(model.state_dict())
-            ema.copy_to(export)
-            export.save_pretrained(
-                model_dir,
-                step=step,
-                feature_backend=config.data.feature_backend,
-                sampler_steps=config.sampler.num_steps,
-            )
-            logger.info("checkpoint at step %d → %s", step, run.checkpoints)
-        fabric.barrier()
-        return model_dir
-
     weighting = LossWeighting(train.min_snr_gamma, train.mask_loss_outside, train.mask_loss_dilate)
     by_range = LossByRange(config.model.diffusion.num_train_timesteps)
-    bar = tqdm(total=train.steps, initial=start_step, desc="train", disable=not (progress and fabric.is_global_zero))
-    step, loss_value, stopped = start_step, float("nan"), False
-    window_start, window_steps = time.perf_counter(), 0
-    run_start = time.perf_counter()
-    with StopSignal() as stop:
-        for index, epoch, batch in iterate_batches(loader, sampler, dataset, start_step, train.steps):
-            batch = batch.to(fabric.device)
-            if train.warmup_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = train.learning_rate * min(1.0, (index + 1) / train.warmup_steps)
-            clean, mask = _targets(model, batch)
-            output = fabric_model.training_loss(
-                conditions=_conditions(model, batch, clean, mask),
-                target_latents=clean,
-                generator=generator,
-                latent_mouth_mask=mask,
-                weighting=weighting,
-            )
-            by_range.add(output.timesteps, output.mse_inside, output.mse_outside)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(output.loss)
-            grad_norm = (
-                fabric.clip_gradients(fabric_model, optimizer, max_norm=train.grad_clip, error_if_nonfinite=False)
-                if train.grad_clip > 0
-                else None
-            )
-            optimizer.step()
-            ema.update(trainable)
-            step, window_steps = index + 1, window_steps + 1
-            loss_value = float(output.loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step}; lower train.learning_rate")
-            bar.update()
-            if step % train.log_every == 0 or step == train.steps:
-                elapsed = time.perf_counter() - window_start
-                rate = window_steps / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                run.log(
-                    step,
-                    {
-                        "epoch": epoch,
-                        "loss": loss_value,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                        "steps_per_second": rate,
-                        "samples_per_second": rate * train.batch_size * world,
-                        "elapsed_seconds": time.perf_counter() - run_start,
-                        "host_memory_mb": host_memory_mb(),
-                        **by_range.means(),
-                    },
-                )
-                window_start, window_steps = time.perf_counter(), 0
-            if sample_batch is not None and train.sample_every and step % train.sample_every == 0:
-                _write_samples(model, ema, sample_batch.to(fabric.device), run, step, train.sample_steps)
-            stop_now = stop_everywhere(fabric, stop.requested)
-            if step % train.checkpoint_every == 0 or step == train.steps or stop_now:
-                checkpoint(step)
-            if stop_now:
-                stopped = True
-                break
-    bar.close()
-    _record_final(fabric, model, run, step, loss_value)
-    if sample_batch is not None and train.sample_every and step % train.sample_every != 0:
-        _write_samples(model, ema, sample_batch.to(fabric.device), run, step, train.sample_steps)
+
+    def step_fn(batch: TalkingHeadBatch, index: int) -> StepOutput:
+        batch = batch.to(fabric.device)
+        clean, mask = _targets(model, batch)
+        output = fabric_model.training_loss(
+            conditions=_conditions(model, batch, clean, mask),
+            target_latents=clean,
+            generator=generator,
+            latent_mouth_mask=mask,
+            weighting=weighting,
+        )
+        by_range.add(output.timesteps, output.mse_inside, output.mse_outside)
+        return StepOutput(output.loss, after=lambda: ema.update(trainable))
+
+    def samples(step: int) -> None:
+        if sample_batch is not None:
+            _write_samples(model, ema, sample_batch.to(fabric.device), run, step, train.sample_steps)
+
+    def export(step: int) -> None:
+        """The EMA weights as an inference checkpoint (``DiffTalkModel.from_pretrained``)."""
+        model_copy = DiffTalkModel(model.config)
+        model_copy.load_state_dict(model.state_dict())
+        ema.copy_to(model_copy)
+        model_copy.save_pretrained(
+            run.checkpoints / "model",
+            step=step,
+            feature_backend=config.data.feature_backend,
+            sampler_steps=config.sampler.num_steps,
+        )
+
+    result = fit(
+        fabric,
+        state,
+        batches,
+        step_fn,
+        run=run,
+        settings=train,
+        optimizer=optimizer,
+        section="train",
+        samples_per_step=train.batch_size,
+        progress=progress,
+        learning_rate=linear_warmup(train.learning_rate, train.warmup_steps),
+        clip=(fabric_model, train.grad_clip),
+        hooks=[Every(train.sample_every, samples)],
+        export=export,
+        on_log=by_range.means,
+    )
+    _record_final(fabric, model, run, result.step, result.last_loss)
+    if train.sample_every and result.step % train.sample_every != 0:
+        samples(result.step)
     run.close()
-    return TrainResult(run.path, step, loss_value, stopped, run.checkpoints / "model")
+    return TrainResult(run.path, result.step, result.last_loss, result.stopped, run.checkpoints / "model")
 
 
 def _record_final(fabric: Any, model: DiffTalkModel, run: RunDir, step: int, loss: float) -> None:

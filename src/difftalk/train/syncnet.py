@@ -19,109 +19,64 @@ Writes ``<run_dir>/checkpoints/syncnet`` (a ``SyncNet`` checkpoint folder for ``
 from __future__ import annotations
 
 import logging
-import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
-from difftalk.config.fields import to_dict
-from difftalk.config.training import FabricConfig, Precision
+from difftalk.config.syncnet import SyncNetTrainConfig
 from difftalk.data.clips import Clip, DatasetError, load_manifest, open_clips
 from difftalk.io.audio import load_audio
 from difftalk.metrics.sync import FPS, SyncAccumulator, mfcc, mfcc_windows, prepare_frames, shift_audio
-from difftalk.models.syncnet import MFCC_STEPS_PER_FRAME, SyncNet, SyncNetConfig
-from difftalk.train.common import (
-    STATE_NAME,
-    RunDir,
-    StopSignal,
-    ignore_stop_signals,
-    iterate_batches,
-    load_state,
-    make_fabric,
-    save_state,
-    stop_everywhere,
-)
-from difftalk.train.sampler import ResumableSampler
+from difftalk.models.syncnet import MFCC_STEPS_PER_FRAME, SyncNet
+from difftalk.train.loop import Batches, Every, StepOutput, TrainingState, fit, open_run
+
+__all__ = [
+    "SyncNetTrainConfig",  # defined in difftalk.config.syncnet; imported from here by earlier code
+    "SyncNetTrainResult",
+    "SyncWindowDataset",
+    "face_windows",
+    "sync_loss",
+    "train_syncnet",
+    "validate_expert",
+]
 
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = "syncnet"
 
 
-@dataclass(frozen=True)
-class SyncNetTrainConfig(FabricConfig):
-    """Training of the SyncNet expert (``difftalk train-syncnet --set key=value``)."""
+def face_windows(
+    clips: Sequence[Clip], window: int, where: str, mfccs: Sequence[np.ndarray] | None = None
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The windows of ``window`` consecutive frames with a face in each, over ``clips``.
 
-    model: SyncNetConfig = field(default_factory=SyncNetConfig)
-    """Architecture (default: the ``small`` preset)."""
-    loss: Literal["multiway", "bce"] = "multiway"
-    """``multiway``: cross-entropy over shifted audio candidates; ``bce``: Wav2Lip's cosine BCE."""
-    split: str = "train"
-    """Dataset split to train on (``train``, ``test`` or ``all``)."""
-    eval_split: str = "test"
-    """Split of the validation clips (falls back to ``split`` when it is empty)."""
-    steps: int = 3000
-    """Optimiser steps."""
-    batch_size: int = 32
-    """Windows per device per step."""
-    learning_rate: float = 1e-3
-    """AdamW learning rate."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    candidates: int = 6
-    """``multiway``: audio shifts −S … S frames are the candidates."""
-    temperature: float = 0.1
-    """``multiway``: logits are cosine / temperature."""
-    min_shift: int = 3
-    """``bce``: negatives are shifted by at least this many frames ..."""
-    max_shift: int = 15
-    """... and at most this many."""
-    other_clip_prob: float = 0.3
-    """``bce``: probability that a negative takes its audio from another clip instead."""
-    num_workers: int = 2
-    """DataLoader workers (0 = load in the training process)."""
-    seed: int = 0
-    """Seed of initialisation and sampling."""
-    precision: Precision = "32-true"
-    """Full precision by default (``auto`` picks bf16-mixed on GPUs that support it)."""
-    log_every: int = 25
-    """Steps between metrics.csv rows."""
-    checkpoint_every: int = 500
-    """Steps between checkpoints (and at the end)."""
-    eval_every: int = 500
-    """Steps between validations (0 = only at the end)."""
-    eval_clips: int = 4
-    """Validation clips."""
-    eval_shift: int = 5
-    """Validation delays the audio by this many frames and expects offset −eval_shift."""
+    Returns:
+        ``(last_start, clip_of, start_of)``: per clip, the last start frame whose window fits the clip (and
+        its MFCCs, when given); per window, its clip's index and its start frame.
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 2,
-            "learning_rate": self.learning_rate > 0,
-            "candidates": self.candidates >= 1,
-            "temperature": self.temperature > 0,
-            "min_shift": 1 <= self.min_shift <= self.max_shift,
-            "other_clip_prob": 0.0 <= self.other_clip_prob <= 1.0,
-            "num_workers": self.num_workers >= 0,
-            "log_every": self.log_every >= 1,
-            "checkpoint_every": self.checkpoint_every >= 1,
-            "eval_every": self.eval_every >= 0,
-            "eval_clips": self.eval_clips >= 0,
-            "eval_shift": self.eval_shift >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"SyncNetTrainConfig.{name}: invalid value {getattr(self, name)!r}")
+    Raises:
+        DatasetError: there is no such window (``where`` names the data in the message).
+    """
+    last_start, clip_of, start_of = [], [], []
+    for index, clip in enumerate(clips):
+        last = clip.num_frames - window
+        if mfccs is not None:
+            last = min(last, (mfccs[index].shape[1] - MFCC_STEPS_PER_FRAME * window) // MFCC_STEPS_PER_FRAME)
+        last_start.append(last)
+        found = np.asarray(clip.face_found, dtype=bool)
+        for start in range(last + 1):
+            if found[start : start + window].all():
+                clip_of.append(index)
+                start_of.append(start)
+    if not start_of:
+        raise DatasetError(f"{where} has no {window}-frame window with a face")
+    return last_start, np.asarray(clip_of, dtype=np.int32), np.asarray(start_of, dtype=np.int32)
 
 
 class SyncWindowDataset(Dataset[dict[str, torch.Tensor]]):
@@ -141,23 +96,8 @@ class SyncWindowDataset(Dataset[dict[str, torch.Tensor]]):
         self.epoch = 0
         window = config.model.num_frames
         self.mfccs = [mfcc(load_audio(clip.path / "audio.wav")) for clip in self.clips]
-        self.last_start = []
-        clip_of, start_of = [], []
-        for index, (clip, coefficients) in enumerate(zip(self.clips, self.mfccs, strict=True)):
-            last = min(
-                clip.num_frames - window,
-                (coefficients.shape[1] - MFCC_STEPS_PER_FRAME * window) // MFCC_STEPS_PER_FRAME,
-            )
-            self.last_start.append(last)
-            found = np.asarray(clip.face_found, dtype=bool)
-            for start in range(last + 1):
-                if found[start : start + window].all():
-                    clip_of.append(index)
-                    start_of.append(start)
-        self._clip_of = np.asarray(clip_of, dtype=np.int32)
-        self._start_of = np.asarray(start_of, dtype=np.int32)
-        if self._start_of.size == 0:
-            raise DatasetError(f"{data_dir} ({split or config.split}) has no {window}-frame window with a face")
+        where = f"{data_dir} ({split or config.split})"
+        self.last_start, self._clip_of, self._start_of = face_windows(self.clips, window, where, self.mfccs)
 
     def __len__(self) -> int:
         return int(self._start_of.size)
@@ -279,112 +219,61 @@ class SyncNetTrainResult:
     """The last :func:`validate_expert` numbers (empty if there were no validation clips)."""
 
 
-def train_syncnet(
-    config: SyncNetTrainConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-) -> SyncNetTrainResult:
-    """Train (or resume) a SyncNet expert on the prepared dataset ``data_dir``; outputs go to ``run_dir``."""
-    fabric = make_fabric(config)
+def train_syncnet(config: SyncNetTrainConfig, resume: bool = True, progress: bool = True) -> SyncNetTrainResult:
+    """Train (or resume) a SyncNet expert on ``config.data_dir``; outputs go to ``config.run_dir``
+    (``resume``, ``progress``: see :mod:`difftalk.train`)."""
+    fabric, run = open_run(config)
     rank, world = fabric.global_rank, fabric.world_size
-    run = RunDir(run_dir, active=fabric.is_global_zero)
-    state_path = run.checkpoints / STATE_NAME
     torch.manual_seed(config.seed + rank)
-    logger.info("train-syncnet: seed %d, loss %s, data %s", config.seed, config.loss, data_dir)
+    logger.info("train-syncnet: seed %d, loss %s, data %s", config.seed, config.loss, config.data_dir)
 
     model = SyncNet(config.model)
-    dataset = SyncWindowDataset(data_dir, config)
+    dataset = SyncWindowDataset(config.data_dir, config)
     try:
-        eval_clips = open_clips(data_dir, config.eval_split)
+        eval_clips = open_clips(config.data_dir, config.eval_split)
     except DatasetError:
         eval_clips = dataset.clips
     eval_clips = eval_clips[: config.eval_clips]
-    sampler = ResumableSampler(len(dataset), config.batch_size, rank, world, config.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        pin_memory=fabric.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=False,
-        worker_init_fn=ignore_stop_signals,
-    )
+    batches = Batches.build(fabric, dataset, config.batch_size, config.seed, config.num_workers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     fabric_model, optimizer = fabric.setup(model, optimizer)
-
-    start_step = 0
-    if resume and state_path.is_file():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = int(state["step"])
-        logger.info("resumed from %s at step %d", state_path, start_step)
-    else:
-        run.write_run_info(config, world, {"stage": "syncnet", "data_dir": str(data_dir)})
+    objects = {"model": model, "optimizer": optimizer}
+    state = TrainingState(fabric, run, config, objects, config.seed)
+    if (state.restore() if resume else None) is None:
+        run.write_run_info(config, world, {"stage": "syncnet", "data_dir": config.data_dir})
 
     validation: dict[str, float] = {}
 
-    def validate(step: int) -> None:
+    def step_fn(batch: dict[str, torch.Tensor], index: int) -> StepOutput:
+        batch = {key: value.to(fabric.device) for key, value in batch.items()}
+        loss, accuracy = sync_loss(fabric_model, batch, config)
+        return StepOutput(loss, means={"accuracy": accuracy})
+
+    def validate(step: int) -> dict[str, float]:
         nonlocal validation
-        if fabric.is_global_zero and eval_clips:
-            validation = validate_expert(model, eval_clips, config.eval_shift, fabric.device)
-            logger.info("step %d validation: %s", step, validation)
-            run.log(step, {f"val_{k}": v for k, v in validation.items()})
+        if not (fabric.is_global_zero and eval_clips):
+            return {}
+        validation = validate_expert(model, eval_clips, config.eval_shift, fabric.device)
+        logger.info("step %d validation: %s", step, validation)
+        return {f"val_{k}": v for k, v in validation.items()}
 
-    def checkpoint(step: int) -> None:
-        if fabric.is_global_zero:
-            state = {
-                "version": 1,
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "config": to_dict(config),
-            }
-            save_state(state_path, state)
-            model.save_pretrained(run.checkpoints / MODEL_DIR, extra={"step": step, "validation": validation})
-        fabric.barrier()
+    def export(step: int) -> None:
+        model.save_pretrained(run.checkpoints / MODEL_DIR, extra={"step": step, "validation": validation})
 
-    bar = tqdm(total=config.steps, initial=start_step, desc="syncnet", disable=not (progress and fabric.is_global_zero))
-    step, loss_value, accuracy_sum, window_steps = start_step, float("nan"), 0.0, 0
-    window_start = time.perf_counter()
-    with StopSignal() as stop:
-        for index, epoch, batch in iterate_batches(loader, sampler, dataset, start_step, config.steps):
-            batch = {key: value.to(fabric.device) for key, value in batch.items()}
-            loss, accuracy = sync_loss(fabric_model, batch, config)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            optimizer.step()
-            step, window_steps = index + 1, window_steps + 1
-            loss_value, accuracy_sum = float(loss.detach()), accuracy_sum + accuracy
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step}; lower the learning rate")
-            bar.update()
-            if step % config.log_every == 0 or step == config.steps:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                bar.set_postfix(loss=f"{loss_value:.4f}", acc=f"{accuracy_sum / window_steps:.3f}")
-                run.log(
-                    step,
-                    {
-                        "epoch": epoch,
-                        "loss": loss_value,
-                        "accuracy": accuracy_sum / window_steps,
-                        "steps_per_second": window_steps / elapsed,
-                    },
-                )
-                window_start, window_steps, accuracy_sum = time.perf_counter(), 0, 0.0
-            stop_now = stop_everywhere(fabric, stop.requested)
-            final = step == config.steps or stop_now
-            if (config.eval_every and step % config.eval_every == 0) or final:
-                validate(step)
-            if step % config.checkpoint_every == 0 or final:
-                checkpoint(step)
-            if stop_now:
-                break
-    bar.close()
+    result = fit(
+        fabric,
+        state,
+        batches,
+        step_fn,
+        run=run,
+        settings=config,
+        optimizer=optimizer,
+        section="syncnet_train",
+        samples_per_step=config.batch_size,
+        progress=progress,
+        hooks=[Every(config.eval_every, validate, at_end=True)],
+        export=export,
+        show=("accuracy",),
+    )
     run.close()
-    return SyncNetTrainResult(run.path, step, loss_value, run.checkpoints / MODEL_DIR, validation)
+    return SyncNetTrainResult(run.path, result.step, result.last_loss, run.checkpoints / MODEL_DIR, validation)
