@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,face,whisper
+EXTRAS ?= dev,face,whisper,app
 
 .PHONY: install demo test lint format clean
 

@@ -12,7 +12,7 @@ from difftalk.cli import build_parser, main
 
 COMMANDS = [
     "demo", "info", "convert-ldm-vq", "synth", "preprocess", "train", "train-autoencoder",
-    "generate", "verify", "benchmark", "hdtf-clips", "evaluate", "train-syncnet", "train-lipgan",
+    "generate", "verify", "benchmark", "hdtf-clips", "evaluate", "train-syncnet", "train-lipgan", "app",
 ]  # fmt: skip
 
 
@@ -156,6 +156,9 @@ def _stub_generation(monkeypatch):
 
 def test_too_few_ddim_steps_are_rejected_or_warned_about(tiny_checkpoint, monkeypatch, caplog, capsys, tmp_path):
     _stub_generation(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for name in ("face.png", "a.wav"):  # generate checks its inputs exist before loading the model
+        (tmp_path / name).touch()
     base = ["generate", "--reference", "face.png", "--audio", "a.wav", "--checkpoint", str(tiny_checkpoint)]
     base += ["-o", str(tmp_path / "out.mp4"), "--device", "cpu"]
     for bad in ("0", "-3", "two"):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from difftalk import __version__
+from difftalk.cli_app import add_app_command
 from difftalk.cli_options import NOISE_HELP, Handler, HelpFormatter, add_command, positive_int, resolve_device
 from difftalk.cli_train import add_training_commands
 from difftalk.errors import MissingExtraError
@@ -158,8 +159,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
+    from difftalk.pipeline.batch import jobs_for_audios, load_jobs, run_jobs, summarize, write_summary
 
+    if args.jobs and (args.reference or args.audio):
+        raise ValueError("--jobs FILE lists references and audio itself: leave out --reference and --audio")
+    if not args.jobs and not (args.reference and args.audio and args.output):
+        raise ValueError("generate needs --reference, --audio and -o (or --jobs FILE with one job per row)")
     device = resolve_device(args.device, default="auto")
+    # Everything is checked (inputs exist, options valid, outputs distinct) before the model loads.
+    jobs = load_jobs(args.jobs, args.output) if args.jobs else jobs_for_audios(args.reference, args.audio, args.output)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     options = GenerateOptions(
         num_steps=args.steps,
@@ -181,16 +189,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     pipe.check_steps(args.steps)
     if args.fast:
         pipe.optimize(channels_last=True, compile_unet=device.startswith("cuda"))
-    pipe.set_reference(args.reference, options)
-    result = pipe.generate(args.audio, args.output, options)
-    logger.info(
-        "wrote %s (%d frames, %.2f s, %.1f frames/s)",
-        result.output,
-        result.num_frames,
-        result.duration,
-        result.frames_per_second,
-    )
-    return 0
+    if len(jobs) == 1 and not args.jobs:
+        # One video: its errors are the command's errors (one line, exit 2).
+        pipe.set_reference(jobs[0].reference, options)
+        result = pipe.generate(jobs[0].audio, jobs[0].output, options)
+        logger.info(
+            "wrote %s (%d frames, %.2f s, %.1f frames/s)",
+            result.output,
+            result.num_frames,
+            result.duration,
+            result.frames_per_second,
+        )
+        return 0
+    results = run_jobs(pipe, jobs, options, skip_existing=args.skip_existing)
+    sys.stdout.write(summarize(results) + "\n")
+    if args.summary:
+        logger.info("wrote %s", write_summary(results, args.summary))
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -237,14 +252,10 @@ def _cmd_hdtf_clips(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from difftalk.pipeline.benchmark import run_benchmark
-    from difftalk.pipeline.options import GenerateOptions, check_num_steps
+    from difftalk.pipeline.options import GenerateOptions
 
     device = resolve_device(args.device, default="cpu")
-    if args.steps is not None and args.method == "difftalk" and args.checkpoint:
-        from difftalk.checkpoint import read_checkpoint_meta
-
-        extra = read_checkpoint_meta(args.checkpoint, "DiffTalkModel").get("extra", {})
-        check_num_steps(args.steps, int(extra.get("sampler_steps", 50)))
+    # (too few --steps: the pipeline warns once, when the first clip starts)
     options = GenerateOptions(
         num_steps=args.steps,
         progressive_reference=not args.no_progressive_reference,
@@ -374,11 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(sub)
 
     gen = add_command(sub, "generate", "lip-sync a video (dubbing) or animate a photo with speech", _cmd_generate)
-    gen.add_argument("--reference", required=True, help="video of the person (dubbing) or one photo (portrait)")
+    gen.add_argument("--reference", help="video of the person (dubbing) or one photo (portrait)")
     gen.add_argument(
         "--audio",
-        required=True,
-        help="speech: any length, rate, channels; WAV, FLAC, MP3, M4A, MP4 (kept as it is in the output)",
+        action="append",
+        help="speech: any length, rate, channels; WAV, FLAC, MP3, M4A, MP4 (kept as it is in the output); "
+        "repeat for several videos of one reference (then -o is a folder)",
+    )
+    gen.add_argument(
+        "--jobs",
+        help="a CSV or YAML job list instead of --reference/--audio: one video per row (reference, audio, "
+        "output and any generation option, e.g. steps, seed, noise); the model loads once, a failing job is "
+        "reported and the rest go on",
     )
     gen.add_argument(
         "--checkpoint",
@@ -388,9 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "-o",
         "--output",
-        required=True,
-        help="output .mp4; a folder (existing, or ending in /) gets <reference>_<audio>.mp4, no extension gets .mp4",
+        help="output .mp4; a folder (existing, or ending in /) gets <reference>_<audio>.mp4, no extension gets "
+        ".mp4; with --jobs: the folder for rows without an output",
     )
+    gen.add_argument(
+        "--skip-existing", action="store_true", help="skip jobs whose output exists (resume an interrupted batch)"
+    )
+    gen.add_argument("--summary", help="also write the batch's per-job outcome to this JSON file")
     _add_generation_arguments(gen)
     gen.add_argument("--reference-frame", type=int, default=0, help="index of the reference frame")
     gen.add_argument("--length", choices=["audio", "video"], default="audio", help="the output length follows")
@@ -445,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add_command(sub, "verify", "check a video for the difftalk watermark and provenance metadata", _cmd_verify)
     verify.add_argument("file", help="video file (also after re-encoding)")
     verify.add_argument("--max-frames", type=positive_int, default=250, help="frames to read at most")
+
+    add_app_command(sub)
     return parser
 
 

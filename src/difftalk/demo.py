@@ -64,6 +64,58 @@ def _sync(model: object, video: Path, boxes: np.ndarray, audio: np.ndarray) -> S
     return score_sync(model, crops(), audio)  # type: ignore[arg-type]
 
 
+@dataclass
+class SyntheticInputs:
+    """A never-seen synthetic identity talking, and new speech in its voice: what the demo dubs."""
+
+    reference: Path
+    """The identity's clip (MP4, 256², 25 fps, its own speech as audio) with ground-truth landmarks beside it
+    (``../ground_truth/<clip>/``), so the pipeline needs no face detector."""
+    own_speech: Path
+    """The clip's own speech (16 kHz mono WAV)."""
+    speech: Path
+    """New speech in the same voice, a different utterance of the same length (16 kHz mono WAV)."""
+    speech_samples: np.ndarray
+    """``(N,)`` float32 16 kHz samples of ``speech`` as synthesised (before the WAV's 16-bit rounding)."""
+
+
+def render_synthetic_inputs(out_dir: str | Path, seconds: float = 6.0, seed: int = DEMO_SEED) -> SyntheticInputs:
+    """Render a never-seen identity talking for ``seconds`` and synthesise new speech in its voice.
+
+    Writes ``out_dir/reference/`` (a one-clip synthetic benchmark: video + ground truth; resumable, so a
+    second call with the same settings reuses the clip) and ``out_dir/new_speech.wav``. Deterministic in
+    ``seed``; the shipped model was trained on seed 0's identities, :data:`DEMO_SEED` is never used in training.
+
+    Raises:
+        ValueError: ``seconds`` gives no frame, or ``out_dir/reference`` holds a clip made with other settings.
+    """
+    out = Path(out_dir)
+    logger.info("rendering a never-seen identity (seed %d) talking for %.0f s", seed, seconds)
+    summary = run_synth(out / "reference", identities=1, seconds=seconds, size=256, seed=seed, test_fraction=0.0,
+                        progress=False)  # fmt: skip
+    clip = summary.clips[0]
+    identity = identity_for(seed, 0)
+    generator = np.random.default_rng([seed, 7])
+    frames = round(seconds * 25)
+    speech = synthesize_speech(sample_articulation(generator, frames, identity.speaking_rate), identity, generator)
+    return SyntheticInputs(
+        reference=out / "reference" / "videos" / f"{clip}.mp4",
+        own_speech=out / "reference" / "ground_truth" / clip / "audio.wav",
+        speech=save_wav(out / "new_speech.wav", speech),
+        speech_samples=speech,
+    )
+
+
+def demo_options(steps: int = 25, progress: bool = True) -> GenerateOptions:
+    """The generation settings the demo (and the web app's defaults) use with the shipped model."""
+    # The shipped CPU-trained model drifts when fed its own frames: on held-out clips the fixed
+    # reference scores better on every metric (benchmarks/results/paper_progressive.md), so the demo
+    # uses it; the pipeline's default stays the paper's progressive reference. One draw of DDIM noise
+    # for the whole video (benchmarks/results/paper_noise.md): cross-driven LSE-C 0.25 -> 0.46, jaw r
+    # 0.79 -> 0.88 and no flicker, at the cost of smaller mouth openings.
+    return GenerateOptions(num_steps=steps, lanes=4, progressive_reference=False, noise="shared", progress=progress)
+
+
 def run_demo(
     out_dir: str | Path = "outputs/demo", seconds: float = 6.0, steps: int = 25, seed: int = DEMO_SEED,
     progress: bool = True,
@@ -75,23 +127,11 @@ def run_demo(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logger.info("rendering a never-seen identity (seed %d) talking for %.0f s", seed, seconds)
-    summary = run_synth(out / "reference", identities=1, seconds=seconds, size=256, seed=seed, test_fraction=0.0,
-                        progress=False)  # fmt: skip
-    reference = out / "reference" / "videos" / f"{summary.clips[0]}.mp4"
-    own_speech = load_audio(out / "reference" / "ground_truth" / summary.clips[0] / "audio.wav")
-    identity = identity_for(seed, 0)
-    generator = np.random.default_rng([seed, 7])
-    frames = round(seconds * 25)
-    speech = synthesize_speech(sample_articulation(generator, frames, identity.speaking_rate), identity, generator)
-    speech_path = save_wav(out / "new_speech.wav", speech)
+    inputs = render_synthetic_inputs(out, seconds=seconds, seed=seed)
+    reference, speech, speech_path = inputs.reference, inputs.speech_samples, inputs.speech
+    own_speech = load_audio(inputs.own_speech)
 
-    # The shipped CPU-trained model drifts when fed its own frames: on held-out clips the fixed
-    # reference scores better on every metric (benchmarks/results/paper_progressive.md), so the demo
-    # uses it; the pipeline's default stays the paper's progressive reference. One draw of DDIM noise
-    # for the whole video (benchmarks/results/paper_noise.md): cross-driven LSE-C 0.25 -> 0.46, jaw r
-    # 0.79 -> 0.88 and no flicker, at the cost of smaller mouth openings.
-    options = GenerateOptions(num_steps=steps, lanes=4, progressive_reference=False, noise="shared", progress=progress)
+    options = demo_options(steps, progress)
     pipe = DiffTalkPipeline.from_pretrained(DEMO_MODEL)
     track = pipe.set_reference(reference, options)
     result = pipe.generate(speech_path, out / "difftalk_demo.mp4", options)

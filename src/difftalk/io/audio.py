@@ -129,6 +129,42 @@ def read_audio(path: str | Path) -> AudioClip:
     return AudioClip(audio.astype(np.float32, copy=False), int(rate))
 
 
+def audio_duration(path: str | Path) -> float:
+    """Seconds of audio in a file (or a video's audio track), from its header without decoding the samples:
+    soundfile for WAV/FLAC/OGG, else the container's duration (PyAV); decoded only when neither says.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        AudioError: the file is empty, corrupt or has no audio track.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path} is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        return float(info.frames) / float(info.samplerate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass  # not a format libsndfile reads: ask the container
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise AudioError(f"{path} is not a readable media file ({exc}); use WAV, FLAC, MP3, M4A or MP4") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path} has no audio track; pass a file with speech in it")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+    clip = read_audio(path)
+    return clip.num_samples / clip.sample_rate
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Load an audio file (or a video's audio track) as mono float32 at ``sample_rate``.
 

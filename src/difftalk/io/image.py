@@ -51,3 +51,25 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.asarray(upright.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc}); use a PNG or JPEG file") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` in pixels of an image file as :func:`read_image` returns it (EXIF orientation
+    applied), read from the header without decoding the pixels.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable image.
+    """
+    from PIL import UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            orientation = opened.getexif().get(0x0112, 1)  # EXIF Orientation; 5-8 swap the sides
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc}); use a PNG or JPEG file") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

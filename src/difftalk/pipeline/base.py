@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 FPS = 25.0
 WATERMARK_PAYLOAD = 0x44546C6B  # "DTlk"
+TRACK_CACHE_SIZE = 8
+"""Reference analyses a pipeline keeps (landmarks and crop boxes: small next to the model)."""
 
 
 @dataclass
@@ -226,6 +228,7 @@ class TalkingHeadPipeline:
         self.dtype = dtype
         self.reference: ReferenceTrack | None = None
         self._reference_options: GenerateOptions | None = None
+        self._tracks: dict[tuple[Any, ...], ReferenceTrack] = {}
         expected = FEATURE_DIMS.get(feature_backend)
         if expected is not None and expected != feature_dim:
             raise ValueError(
@@ -233,13 +236,31 @@ class TalkingHeadPipeline:
             )
 
     def set_reference(self, reference: str | Path, options: GenerateOptions | None = None) -> ReferenceTrack:
-        """Analyse the reference video or photo once; later :meth:`generate` calls reuse it."""
+        """Analyse the reference video or photo once; later :meth:`generate` calls reuse it.
+
+        The last :data:`TRACK_CACHE_SIZE` analyses are kept: setting a reference again (the same file,
+        unchanged on disk, with the same ``landmarks`` and ``max_side``) reuses its analysis.
+        """
         options = options or GenerateOptions()
-        self.reference = analyze_reference(
-            reference, FPS, landmarks=options.landmarks, max_side=options.max_side, progress=options.progress
-        )
+        path = Path(reference)
+        key: tuple[Any, ...] | None = None
+        if path.is_file():
+            stat = path.stat()
+            key = (path.resolve(), stat.st_mtime_ns, stat.st_size, options.landmarks, options.max_side)
+        track = self._tracks.pop(key, None) if key is not None else None
+        if track is None:
+            track = analyze_reference(
+                reference, FPS, landmarks=options.landmarks, max_side=options.max_side, progress=options.progress
+            )
+        else:
+            logger.info("reusing the analysis of %s", path)
+        if key is not None:
+            self._tracks[key] = track  # most recent last
+            while len(self._tracks) > TRACK_CACHE_SIZE:
+                self._tracks.pop(next(iter(self._tracks)))
+        self.reference = track
         self._reference_options = options
-        return self.reference
+        return track
 
     def __call__(
         self, reference: str | Path, audio: str | Path | np.ndarray, output: str | Path, **options: Any
