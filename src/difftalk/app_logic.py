@@ -116,16 +116,14 @@ def generate_options(request: GenerationRequest) -> GenerateOptions:
 
 
 class PipelineCache:
-    """Pipelines by (checkpoint, device, dtype), loaded once; each remembers which reference it analysed."""
+    """Pipelines by (checkpoint, device, dtype), loaded once (each keeps its reference analyses)."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = max(1, size)
         self._pipelines: OrderedDict[tuple[str, str, str], DiffTalkPipeline] = OrderedDict()
-        self._references: dict[tuple[str, str, str], tuple[object, ...]] = {}
         self.lock = threading.Lock()
         """Held for a whole run: a pipeline holds one reference at a time."""
         self.loads = 0
-        self.analyses = 0
 
     def get(self, checkpoint: str, device: str, dtype: torch.dtype) -> DiffTalkPipeline:
         """The pipeline of ``checkpoint`` on ``device``, loaded on first use."""
@@ -137,25 +135,23 @@ class PipelineCache:
             self._pipelines[key] = DiffTalkPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
             self.loads += 1
             while len(self._pipelines) > self.size:
-                dropped, _ = self._pipelines.popitem(last=False)
-                self._references.pop(dropped, None)
+                self._pipelines.popitem(last=False)
         self._pipelines.move_to_end(key)
         return self._pipelines[key]
 
     def prepare(
         self, checkpoint: str, device: str, dtype: torch.dtype, reference: Path, options: GenerateOptions
     ) -> DiffTalkPipeline:
-        """:meth:`get`, then ``set_reference(reference)`` unless this file (path, size, modification time) was
-        the last one analysed with the same landmark source and size cap."""
+        """:meth:`get`, then ``set_reference(reference)``: the pipeline keeps its analyses, so an unchanged
+        file with the same landmark source and size cap is not analysed again."""
         pipe = self.get(checkpoint, device, dtype)
-        stat = reference.stat()
-        signature = (str(reference.resolve()), stat.st_size, stat.st_mtime_ns, options.landmarks, options.max_side)
-        key = (checkpoint, device, str(dtype))
-        if self._references.get(key) != signature:
-            pipe.set_reference(reference, options)
-            self._references[key] = signature
-            self.analyses += 1
+        pipe.set_reference(reference, options)
         return pipe
+
+    @property
+    def analyses(self) -> int:
+        """Reference analyses run by the cached pipelines."""
+        return sum(pipe.analyses for pipe in self._pipelines.values())
 
 
 def safe_text(text: str) -> str:

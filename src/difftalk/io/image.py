@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,21 @@ def save_image_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], gap:
     return path
 
 
+@contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """PIL's image of ``path`` (header read, pixels not yet decoded), with this module's errors."""
+    from PIL import UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as opened:
+            yield opened
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc}); use a PNG or JPEG file") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 ``(H, W, 3)`` RGB (EXIF orientation applied).
 
@@ -40,17 +56,10 @@ def read_image(path: str | Path) -> np.ndarray:
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable image.
     """
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return np.asarray(upright.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc}); use a PNG or JPEG file") from None
+    with _open_image(path) as opened:
+        return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -61,15 +70,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable image.
     """
-    from PIL import UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as opened:
-            width, height = opened.size
-            orientation = opened.getexif().get(0x0112, 1)  # EXIF Orientation; 5-8 swap the sides
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc}); use a PNG or JPEG file") from None
+    with _open_image(path) as opened:
+        width, height = opened.size
+        orientation = opened.getexif().get(0x0112, 1)  # EXIF Orientation; 5-8 swap the sides
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

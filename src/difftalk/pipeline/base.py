@@ -229,6 +229,8 @@ class TalkingHeadPipeline:
         self.reference: ReferenceTrack | None = None
         self._reference_options: GenerateOptions | None = None
         self._tracks: dict[tuple[Any, ...], ReferenceTrack] = {}
+        self.analyses = 0
+        """How many times :meth:`set_reference` analysed a file (reuses of a kept analysis not counted)."""
         expected = FEATURE_DIMS.get(feature_backend)
         if expected is not None and expected != feature_dim:
             raise ValueError(
@@ -252,6 +254,7 @@ class TalkingHeadPipeline:
             track = analyze_reference(
                 reference, FPS, landmarks=options.landmarks, max_side=options.max_side, progress=options.progress
             )
+            self.analyses += 1
         else:
             logger.info("reusing the analysis of %s", path)
         if key is not None:

@@ -75,13 +75,14 @@ class JobResult:
 
 def _option_overrides(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Job keys other than the paths → validated GenerateOptions overrides (``ValueError`` naming ``where``)."""
-    valid = sorted({f for f in to_dict(GenerateOptions())} - set(BATCH_ONLY)) + sorted(OPTION_ALIASES)
+    fields = set(to_dict(GenerateOptions())) - set(BATCH_ONLY)
+    valid = sorted(fields) + sorted(OPTION_ALIASES)
     overrides: dict[str, Any] = {}
     for key, value in raw.items():
         if key in PATH_KEYS or value is None or value == "":
             continue
         name = OPTION_ALIASES.get(key, key)
-        if name in BATCH_ONLY or name not in to_dict(GenerateOptions()):
+        if name not in fields:
             raise ValueError(f"{where}: unknown job option {key!r}; job options: {', '.join(valid)}")
         overrides[name] = value
     try:
