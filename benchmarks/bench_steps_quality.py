@@ -19,10 +19,10 @@ import numpy as np
 from benchmarks.common import write_results
 from difftalk.data.clips import Clip
 from difftalk.data.masks import mouth_box
-from difftalk.evaluate import evaluate_results
+from difftalk.eval.benchmark import run_benchmark
+from difftalk.eval.evaluate import evaluate_results
 from difftalk.io.video import iter_frames
 from difftalk.metrics.image import psnr, ssim
-from difftalk.pipeline.benchmark import run_benchmark
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.preprocess.crop import crop_image
 

@@ -44,8 +44,8 @@ from difftalk.config import (
 )
 from difftalk.config.syncnet import syncnet_preset
 from difftalk.data.clips import load_manifest
-from difftalk.evaluate import evaluate_results
-from difftalk.pipeline.benchmark import run_benchmark
+from difftalk.eval.benchmark import run_benchmark
+from difftalk.eval.evaluate import evaluate_results
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.train.diffusion import train_diffusion
 from difftalk.train.lipgan import train_lipgan

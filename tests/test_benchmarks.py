@@ -82,7 +82,7 @@ def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_fact
     """One table end to end at toy scale: two trained variants, self- and cross-driven, scored and cached."""
     from benchmarks import paper_tables
 
-    from difftalk.pipeline.benchmark import run_benchmark
+    from difftalk.eval.benchmark import run_benchmark
     from tests.test_syncnet import synthetic_sync_setup
 
     setup = synthetic_sync_setup(tmp_path_factory)  # shared with the sync-expert and evaluation tests

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from difftalk.data.clips import open_clips
-from difftalk.evaluate import evaluate_results
+from difftalk.eval.evaluate import evaluate_results
 from difftalk.io.video import VideoWriter, read_frames
 from difftalk.metrics.articulation import ProbeConfig
 from tests.test_syncnet import SyncSetup, single_thread, synthetic_sync_setup

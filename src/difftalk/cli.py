@@ -209,7 +209,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from difftalk.evaluate import evaluate_results
+    from difftalk.eval.evaluate import evaluate_results
 
     device = resolve_device(args.device, default="cpu")
     evaluate_results(
@@ -251,7 +251,7 @@ def _cmd_hdtf_clips(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from difftalk.pipeline.benchmark import run_benchmark
+    from difftalk.eval.benchmark import run_benchmark
     from difftalk.pipeline.options import GenerateOptions
 
     device = resolve_device(args.device, default="cpu")

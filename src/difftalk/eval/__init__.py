@@ -1,0 +1,1 @@
+"""Benchmark runs and their evaluation: ``benchmark`` writes a results folder, ``evaluate`` scores it."""
