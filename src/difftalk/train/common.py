@@ -8,6 +8,7 @@ size, versions), ``metrics.csv``, ``tensorboard/``, ``samples/*.png`` and ``chec
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import json
@@ -56,11 +57,20 @@ def make_fabric(config: FabricConfig) -> Any:
         plugins=[StateFileIO()],  # fabric.save/load write and read training_state.pt as save_state/load_state
     )
     fabric.launch()
+    if fabric.world_size > 1:
+        atexit.register(_destroy_process_group)
     if fabric.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     return fabric
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down before interpreter shutdown (left to the destructors, gloo can abort
+    the process with "terminate called without an active exception" after a run that succeeded)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def git_sha() -> str:
