@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= dev,face,whisper,app
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -27,8 +27,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
+# every test, slow ones included (what CI runs)
 test: lint
 	$(BIN)/python -m pytest
+
+# quick iteration: skips the tests marked slow (browser, end-to-end CLI, training runs); no lint
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks scripts

@@ -1,201 +1,165 @@
-"""Generation speed: the plain baseline vs difftalk's optimised sampler, each optimisation on its own.
+"""Generation speed through the real pipeline, side by side: samplers, step counts, students, GPU switches.
 
-Per-frame latency, throughput (frames/s) and peak accelerator memory of the denoising loop that makes
-one output frame (image-condition encoding, DDIM, decoding), for DDIM 200/50/20/10 steps:
+Every row is one ``DiffTalkPipeline.generate`` call (audio features, masked sampling, decoding,
+colour fix, paste-back, watermark and H.264/AAC encoding all included) on the demo's never-seen
+synthetic identity with new speech, after one short warm-up call (the model loaded and the
+reference analysed once per model, as in a session). Per row: time to the first written frame,
+end-to-end frames/s, steady frames/s (after the first frame), peak memory (host RSS on the CPU,
+``torch.cuda.max_memory_allocated`` on a GPU). With ``--quality`` the same runs are also scored on the
+held-out identities (``benchmarks.bench_steps_quality``) and the quality columns join the table.
 
-* ``baseline``: the paper-size model in fp32, eager, one frame at a time, the reference and masked
-  frames re-encoded for every frame and the audio/landmark context re-encoded at every step — the
-  way the official code runs;
-* then one optimisation at a time: context once per frame, bf16, channels-last, torch.compile,
-  batching K frames (chunked progressive reference), and all together (``ours``).
+A run is ``SAMPLER:STEPS[:CHECKPOINT]`` (``ddim:25``, ``dpmpp:8``, ``lcm:2:runs/distill/checkpoints/model``);
+GPU switches (``--dtype``, ``--channels-last``, ``--compile``, ``--lanes``) apply to every row.
+``--preset paper_256`` times a random-weight model of that config instead of a checkpoint (speed does
+not depend on the weights' values). Writes benchmarks/results/generate_<device>[_<name>].{json,md}.
 
-Random weights: speed does not depend on their values. ``--device cpu --tiny`` runs tiny configs in
-seconds (the test suite does this so the script cannot rot); GPU numbers come from ``--device cuda``.
-Writes benchmarks/results/generate_<device>.{json,md}.
-
-    python -m benchmarks.bench_generate --device cuda             # 256² (paper_256) and 512² (paper_512)
-    python -m benchmarks.bench_generate --device cpu --tiny
+    python -m benchmarks.bench_generate --runs ddim:25 dpmpp:10 unipc:10              # the demo model, CPU
+    python -m benchmarks.bench_generate --runs ddim:25 ddim:10 --quality --data data/synth128 \\
+        --syncnet src/difftalk/assets/demo_syncnet
+    python -m benchmarks.bench_generate --device cuda --preset paper_256 --dtype bf16 --lanes 16 --compile
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from benchmarks.bench_steps_quality import QUALITY_COLUMNS, RunSpec, markdown_table, parse_run, quality_rows
+from benchmarks.bench_train_memory import MemorySampler
 from benchmarks.common import write_results
-from difftalk.config import DiffTalkConfig, load_config, replace
-from difftalk.diffusion.ddim import randn, sample_ddim
+from difftalk.config import load_config
+from difftalk.demo import DEMO_MODEL, render_synthetic_inputs
 from difftalk.models.difftalk import DiffTalkModel
+from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
 
+logger = logging.getLogger("bench_generate")
 
-@dataclass(frozen=True)
-class Variant:
-    """One way of running the sampler."""
-
-    name: str
-    context_once: bool = False
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    batch: int = 1
-    reencode_per_frame: bool = True
-
-
-VARIANTS = [
-    Variant("baseline"),
-    Variant("context once", context_once=True),
-    Variant("bf16", bf16=True),
-    Variant("channels_last", channels_last=True),
-    Variant("torch.compile", compile=True),
-    Variant("batch 16 (chunked progressive)", batch=16, reencode_per_frame=False),
-    Variant("ours (all)", context_once=True, bf16=True, channels_last=True, compile=True, batch=16,
-            reencode_per_frame=False),
-]  # fmt: skip
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
-class Measurement:
-    preset: str
-    variant: str
-    steps: int
-    ms_per_frame: float
+class SpeedRow:
+    """What one timed ``generate`` call measured."""
+
+    run: str
+    frames: int
+    first_frame_seconds: float
+    seconds: float
     frames_per_second: float
-    peak_memory_mb: float | None
-    notes: list[str] = field(default_factory=list)
+    steady_frames_per_second: float
+    peak_memory_mb: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def random_checkpoint(preset: str, directory: Path) -> Path:
+    """A checkpoint folder of ``preset``'s model with random weights (speed only)."""
+    config = load_config(preset)
+    torch.manual_seed(0)
+    DiffTalkModel(config.model).save_pretrained(directory, sampler_steps=config.sampler.num_steps)
+    return directory
 
 
-@contextlib.contextmanager
-def _autocast(device: torch.device, enabled: bool) -> Iterator[None]:
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
-        yield
+def time_run(pipe: DiffTalkPipeline, spec: RunSpec, audio: Path, out: Path, options: GenerateOptions) -> SpeedRow:
+    """One warm-up call on the first 0.2 s, then the timed call on the whole ``audio``."""
+    import numpy as np
 
+    from difftalk.io.audio import SAMPLE_RATE, load_audio
 
-def build(config: DiffTalkConfig, device: torch.device, variant: Variant) -> DiffTalkModel:
-    model = DiffTalkModel(replace(config.model, {"unet.zero_init": False})).to(device).eval()
-    if variant.channels_last:
-        model.unet.to(memory_format=torch.channels_last)
-    if variant.compile:
-        model.unet = torch.compile(model.unet, dynamic=False)
-    return model
-
-
-@torch.no_grad()
-def run_frames(model: DiffTalkModel, device: torch.device, variant: Variant, steps: int, frames: int) -> None:
-    """Generate ``frames`` frames the way ``variant`` says (random inputs of the right shapes)."""
-    cfg = model.config
-    size, audio = cfg.autoencoder.image_size, cfg.audio_encoder
-    generator = torch.Generator().manual_seed(0)
-    batch = variant.batch
-    images = torch.rand(batch, 3, size, size, generator=generator).to(device) * 2 - 1
-    mask = torch.zeros(batch, 1, cfg.autoencoder.latent_size, cfg.autoencoder.latent_size, device=device)
-    mask[..., cfg.autoencoder.latent_size // 2 :, :] = 1
-    features = torch.randn(batch, audio.context_frames, audio.window, audio.feature_dim, generator=generator).to(device)
-    landmarks = (torch.rand(batch, cfg.landmark_encoder.num_points, 2, generator=generator) * 2 - 1).to(device)
-    with _autocast(device, variant.bf16):
-        conditions = None
-        for start in range(0, frames, batch):
-            if conditions is None or variant.reencode_per_frame:
-                conditions = model.prepare_conditions(
-                    audio_features=features, landmarks=landmarks, reference_frames=images, masked_frames=images
-                )
-                known = model.encode_frames(images)
-            if variant.context_once:
-                denoise = model.make_denoiser(conditions)
-            else:
-
-                def denoise(latents: torch.Tensor, t: torch.Tensor, c: object = conditions) -> torch.Tensor:
-                    return model.predict_noise(latents, t, c)  # type: ignore[arg-type]
-
-            latents = sample_ddim(
-                denoise,
-                randn(tuple(known.shape), generator, device, known.dtype),
-                alphas_cumprod=model.alphas_cumprod,
-                num_steps=steps,
-                mouth_mask=mask,
-                known_latents=known,
-                generator=generator,
-            )
-            model.decode_latents(latents)
-            del start
-
-
-def measure(preset: str, config: DiffTalkConfig, device: torch.device, variant: Variant, steps: int,
-            frames: int) -> Measurement:  # fmt: skip
-    notes = []
-    if variant.bf16 and device.type == "cpu":
-        notes.append("bf16 autocast on CPU")
-    if variant.compile and device.type != "cuda":
-        if variant.name == "torch.compile":
-            return Measurement(preset, variant.name, steps, float("nan"), float("nan"), None, ["GPU only"])
-        variant = Variant(**{**variant.__dict__, "compile": False})
-        notes.append("without torch.compile on CPU")
-    model = build(config, device, variant)
-    run_frames(model, device, variant, steps=min(steps, 2), frames=variant.batch)  # warm-up (and compile)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
-    start = time.perf_counter()
-    run_frames(model, device, variant, steps, frames)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return Measurement(preset, variant.name, steps, 1000 * seconds / frames, frames / seconds, peak, notes)
+    samples = load_audio(audio)
+    run_options = GenerateOptions(**{**asdict(options), "num_steps": spec.steps, "sampler": spec.sampler})
+    pipe.generate(samples[: SAMPLE_RATE // 5].astype(np.float32), out / "warmup.mp4", run_options)
+    cuda = pipe.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(pipe.device)
+        torch.cuda.reset_peak_memory_stats(pipe.device)
+    sampler = MemorySampler(interval=0.05)
+    sampler.start()
+    result = pipe.generate(audio, out / f"{spec.folder_name}.mp4", run_options)
+    sampler.stop()
+    peak = torch.cuda.max_memory_allocated(pipe.device) / 2**20 if cuda else max(m for _, m in sampler.samples)
+    steady = (result.num_frames - 1) / max(result.seconds - result.first_frame_seconds, 1e-9)
+    return SpeedRow(spec.label, result.num_frames, result.first_frame_seconds, result.seconds,
+                    result.frames_per_second, steady, peak)  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=["ddim:25", "ddim:10"], help="SAMPLER:STEPS[:CHECKPOINT] ...")
+    parser.add_argument("--checkpoint", default=str(DEMO_MODEL), help="the model of runs that name none")
+    parser.add_argument("--preset", help="time a random-weight model of this config instead (e.g. paper_256, tiny)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny configs (CPU smoke run)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[200, 50, 20, 10])
-    parser.add_argument("--frames", type=int, default=32, help="frames per measurement")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPUs)")
+    parser.add_argument("--lanes", type=int, default=4, help="frames sampled as one batch (the demo uses 4)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of the driving speech")
+    parser.add_argument("--quality", action="store_true", help="also score the runs on held-out identities")
+    parser.add_argument("--data", help="prepared dataset for --quality (e.g. data/synth128)")
+    parser.add_argument("--syncnet", help="held-out sync expert for --quality")
+    parser.add_argument("--quality-root", type=Path, default=Path("runs/steps_quality"))
+    parser.add_argument("--name", default="", help="suffix of the results file name")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.quality and not args.data:
+        parser.error("--quality needs --data (a prepared dataset with held-out clips)")
     device = torch.device(args.device)
-    if args.tiny:
-        presets = {"tiny": load_config("tiny")}
-    else:
-        presets = {"256² (paper_256, f=4)": load_config("paper_256"), "512² (paper_512, f=8)": load_config("paper_512")}
-    rows: list[Measurement] = []
-    for name, config in presets.items():
-        for steps in args.steps:
-            for variant in VARIANTS:
-                frames = max(args.frames, variant.batch)
-                rows.append(measure(name, config, device, variant, steps, frames))
-    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    lines = [
-        f"# Generation speed on {label}",
-        "",
-        "`python -m benchmarks.bench_generate "
-        + ("--device cpu --tiny" if args.tiny else f"--device {args.device}")
-        + "` — one output frame = image-condition encoding + DDIM + decoding.",
-        "",
-        "| model | DDIM steps | variant | ms / frame | frames / s | × baseline | peak memory |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    options = GenerateOptions(lanes=args.lanes, progressive_reference=False, noise="shared", progress=False)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        default = str(random_checkpoint(args.preset, work / "model")) if args.preset else args.checkpoint
+        specs = [parse_run(text, default) for text in args.runs]
+        inputs = render_synthetic_inputs(work / "inputs", seconds=args.seconds)
+        pipes: dict[str, DiffTalkPipeline] = {}
+        for spec in specs:
+            if spec.checkpoint not in pipes:
+                pipe = DiffTalkPipeline.from_pretrained(spec.checkpoint, device=device, dtype=DTYPES[args.dtype])
+                pipe.optimize(channels_last=args.channels_last, compile_unet=args.compile)
+                pipe.set_reference(inputs.reference, options)
+                pipes[spec.checkpoint] = pipe
+            timed = time_run(pipes[spec.checkpoint], spec, inputs.speech, work, options)
+            logger.info(
+                "%s: first frame %.2f s, %.2f frames/s", timed.run, timed.first_frame_seconds, timed.frames_per_second
+            )
+            rows.append(asdict(timed))
+    if args.quality:
+        quality = quality_rows(specs, args.data, args.quality_root, args.syncnet, device=args.device)
+        for row, extra in zip(rows, quality, strict=True):
+            row.update({k: v for k, v in extra.items() if k not in row})
+    teacher = rows[0]["frames_per_second"]
     for row in rows:
-        base = next(r for r in rows if r.preset == row.preset and r.steps == row.steps and r.variant == "baseline")
-        ratio = row.frames_per_second / base.frames_per_second if base.frames_per_second else float("nan")
-        memory = f"{row.peak_memory_mb:.0f} MiB" if row.peak_memory_mb is not None else "n/a"
-        note = f" ({'; '.join(row.notes)})" if row.notes else ""
-        lines.append(
-            f"| {row.preset} | {row.steps} | {row.variant}{note} | {row.ms_per_frame:.1f} | "
-            f"{row.frames_per_second:.2f} | {ratio:.2f} | {memory} |"
-        )
-    name = f"generate_{device.type}" + ("_tiny" if args.tiny else "")
-    data = {"device": label, "rows": [row.__dict__ for row in rows]}
-    write_results(name, data, "\n".join(lines), out_dir=args.out)
-    print("\n".join(lines))
+        row["speedup"] = row["frames_per_second"] / teacher if teacher else math.nan
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    model = f"random-weight {args.preset}" if args.preset else args.checkpoint
+    speed_columns = [
+        ("first_frame_seconds", "first frame s ↓"),
+        ("frames_per_second", "frames/s ↑"),
+        ("steady_frames_per_second", "steady frames/s ↑"),
+        ("speedup", "× first run"),
+        ("peak_memory_mb", "peak MiB"),
+    ]
+    columns = speed_columns + (QUALITY_COLUMNS if args.quality else [])
+    lines = [
+        f"# Generation through the pipeline on {label}",
+        "",
+        f"Model {model}; {args.dtype}, lanes {args.lanes}"
+        + (", channels-last" if args.channels_last else "")
+        + (", torch.compile" if args.compile else "")
+        + f"; {rows[0]['frames']} frames ({args.seconds:g} s) of the demo's never-seen identity; end to end"
+        " (features, sampling, decoding, paste-back, watermark, H.264/AAC).",
+        "",
+        markdown_table(rows, [("run", "run")], columns),
+    ]
+    name = f"generate_{device.type}" + (f"_{args.name}" if args.name else "")
+    write_results(name, {"device": label, "model": model, "rows": rows}, "\n".join(lines), out_dir=args.out)
+    logger.info("\n%s", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from difftalk.synth.generate import identity_for
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--stream", action="store_true", help="stream the speech in 0.2 s chunks (difftalk stream)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     from tests.fakes import astronaut_video  # the real-face reference used by the tests
@@ -50,9 +51,15 @@ def main() -> None:
         sampler = MemorySampler(interval=1.0)
         sampler.start()
         start = time.perf_counter()
-        result = pipe.generate(work / "speech.wav", work / "out.mp4", options)
+        if args.stream:
+            block = 3200  # 0.2 s at 16 kHz
+            chunks = (speech[i : i + block] for i in range(0, len(speech), block))
+            result = pipe.stream_to_file(chunks, work / "out.mp4", options)
+        else:
+            result = pipe.generate(work / "speech.wav", work / "out.mp4", options)
         wall = time.perf_counter() - start
         sampler.stop()
+    name = "generate_memory_stream" if args.stream else "generate_memory"
     t = np.array([s[0] for s in sampler.samples])
     mb = np.array([s[1] for s in sampler.samples])
     first, second = mb[(t > 0.1 * t[-1]) & (t <= 0.5 * t[-1])], mb[t > 0.5 * t[-1]]
@@ -75,17 +82,20 @@ def main() -> None:
         axis.plot(t, mb)
         axis.set_xlabel("seconds")
         axis.set_ylabel("RSS (MiB)")
-        axis.set_title(f"generating {args.minutes:g} min ({result.num_frames} frames)")
+        mode = "streaming" if args.stream else "generating"
+        axis.set_title(f"{mode} {args.minutes:g} min ({result.num_frames} frames)")
         figure.tight_layout()
         (args.out or RESULTS).mkdir(parents=True, exist_ok=True)
-        figure.savefig((args.out or RESULTS) / "generate_memory.png", dpi=100)
+        figure.savefig((args.out or RESULTS) / f"{name}.png", dpi=100)
     except ImportError:
         pass
     markdown = "\n".join(
         [
-            "# Host memory while generating a long video",
+            "# Host memory while " + ("streaming" if args.stream else "generating") + " a long video",
             "",
-            f"`python -m benchmarks.bench_generate_memory --minutes {args.minutes:g}` — {result.num_frames} frames, "
+            f"`python -m benchmarks.bench_generate_memory --minutes {args.minutes:g}"
+            + (" --stream" if args.stream else "")
+            + f"` — {result.num_frames} frames, "
             "tiny random model at 1 DDIM step, a 4 s reference looped.",
             "",
             "| max RSS, 10–50 % of the run | max RSS, 50–100 % | at the end | wall time |",
@@ -94,7 +104,7 @@ def main() -> None:
             f"| {data['wall_seconds']} s |",
         ]
     )
-    write_results("generate_memory", data, markdown, out_dir=args.out)
+    write_results(name, data, markdown, out_dir=args.out)
     print(markdown)
 
 

@@ -111,3 +111,14 @@ def astronaut_video(path, fps=30.0, seconds=1.6, faceless=False):
                 canvas[y : y + 400, x : x + 400] = face
             writer.write(canvas)
     return audio
+
+
+def two_face_frame(image: np.ndarray, dx: int = 0) -> np.ndarray:
+    """A 1.3× head of ``image`` (skimage's astronaut) on the left and a smaller (1×) copy on the right,
+    the big one shifted right by ``dx``: ``(420, 640, 3)`` uint8."""
+    head = image[0:300, 60:380]
+    canvas = np.full((420, 640, 3), 120, np.uint8)
+    big = cv2.resize(head, None, fx=1.3, fy=1.3)[:420, : 320 - dx]
+    canvas[: big.shape[0], dx : dx + big.shape[1]] = big
+    canvas[60:360, 320:640] = head
+    return canvas

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import sys
@@ -30,11 +29,8 @@ from difftalk.app_logic import (
 from difftalk.io.audio import save_wav
 from difftalk.io.video import VideoWriter, probe_video
 from difftalk.io.watermark import verify_file
+from tests.helpers import needs_dlib
 
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra (a photo's face is detected)")
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -210,6 +206,7 @@ def _free_port() -> int:
     reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver); "
     "`bash .ci/run` installs them: apt-get install chromium chromium-driver",
 )
+@pytest.mark.slow
 def test_the_page_uploads_generates_and_plays_the_video_in_headless_chromium(tiny_checkpoint, media, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

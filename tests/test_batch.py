@@ -3,7 +3,6 @@ a failing job is reported while the others go on, and an interrupted batch resum
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import cv2
@@ -18,10 +17,7 @@ from difftalk.io.audio import save_wav
 from difftalk.io.video import probe_video
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.pipeline.batch import Job, jobs_for_audios, load_jobs
-
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
+from tests.helpers import needs_dlib
 
 
 @pytest.fixture
@@ -98,7 +94,8 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.mark.skipif(not HAS_DLIB, reason="the photo's landmarks need the difftalk[face] extra")
+@needs_dlib  # the photo's landmarks
+@pytest.mark.slow
 def test_a_batch_loads_once_reports_a_failing_job_and_resumes(inputs, tiny_checkpoint, monkeypatch, capsys):
     import difftalk.pipeline.base
     import difftalk.pipeline.generate

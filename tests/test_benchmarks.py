@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.test_preprocess import needs_dlib
+from tests.helpers import needs_dlib
 
 
 def _run(module, argv, monkeypatch):
@@ -16,19 +16,19 @@ def _run(module, argv, monkeypatch):
     module.main()
 
 
-def test_bench_generate_cpu_tiny(tmp_path, monkeypatch):
+def test_bench_generate_times_the_real_pipeline_per_sampler(tmp_path, monkeypatch):
     from benchmarks import bench_generate
 
-    _run(
-        bench_generate,
-        ["--device", "cpu", "--tiny", "--steps", "2", "--frames", "2", "--out", str(tmp_path)],
-        monkeypatch,
-    )
-    data = json.loads((tmp_path / "generate_cpu_tiny.json").read_text())
-    rows = {row["variant"]: row for row in data["rows"]}
-    assert {"baseline", "context once", "bf16", "ours (all)"} <= set(rows)
-    assert rows["baseline"]["frames_per_second"] > 0 and math.isnan(rows["torch.compile"]["frames_per_second"])
-    assert "| tiny | 2 | baseline |" in (tmp_path / "generate_cpu_tiny.md").read_text()
+    argv = ["--device", "cpu", "--preset", "tiny", "--runs", "ddim:2", "dpmpp:2", "--seconds", "0.4"]
+    _run(bench_generate, [*argv, "--lanes", "1", "--out", str(tmp_path)], monkeypatch)
+    data = json.loads((tmp_path / "generate_cpu.json").read_text())
+    rows = {row["run"]: row for row in data["rows"]}
+    assert set(rows) == {"ddim:2:model", "dpmpp:2:model"}
+    for row in rows.values():
+        assert row["frames"] == 10 and 0 < row["first_frame_seconds"] < row["seconds"]
+        assert row["frames_per_second"] > 0 and row["peak_memory_mb"] > 100
+    assert rows["ddim:2:model"]["speedup"] == 1.0
+    assert "| ddim:2:model |" in (tmp_path / "generate_cpu.md").read_text()
 
 
 def test_bench_train_memory_smoke(prepared_dataset, tmp_path, monkeypatch):
@@ -52,6 +52,7 @@ def test_bench_train_memory_smoke(prepared_dataset, tmp_path, monkeypatch):
 
 
 @needs_dlib
+@pytest.mark.slow
 def test_bench_preprocess_smoke(tmp_path, monkeypatch):
     from benchmarks import bench_preprocess
 
@@ -70,14 +71,19 @@ def test_bench_train_step_smoke(prepared_dataset, tmp_path, monkeypatch):
 
 
 @needs_dlib
+@pytest.mark.slow
 def test_bench_generate_memory_smoke(tmp_path, monkeypatch):
     from benchmarks import bench_generate_memory
 
     _run(bench_generate_memory, ["--minutes", "0.05", "--out", str(tmp_path)], monkeypatch)
     data = json.loads((tmp_path / "generate_memory.json").read_text())
     assert data["frames"] == 75 and data["rss_mb_end"] > 0
+    _run(bench_generate_memory, ["--minutes", "0.05", "--stream", "--out", str(tmp_path)], monkeypatch)
+    streamed = json.loads((tmp_path / "generate_memory_stream.json").read_text())
+    assert streamed["frames"] == 75 and "--stream" in (tmp_path / "generate_memory_stream.md").read_text()
 
 
+@pytest.mark.slow
 def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_factory, monkeypatch):
     """One table end to end at toy scale: two trained variants, self- and cross-driven, scored and cached."""
     from benchmarks import paper_tables
@@ -117,6 +123,7 @@ def test_paper_tables_tiny_trains_scores_and_reuses_runs(tmp_path, tmp_path_fact
         run_benchmark(setup.data_dir, tmp_path / "one", method="source", cross_audio=True, max_clips=1)
 
 
+@pytest.mark.slow
 def test_documented_benchmark_commands_run_from_the_repository_root():
     """``python benchmarks/x.py`` cannot import ``benchmarks.common``; the docs must say ``python -m benchmarks.x``."""
     import re
@@ -158,6 +165,7 @@ def test_memory_samples_are_thinned_evenly_with_both_ends():
     assert thin(samples[:3], 200) == samples[:3]
 
 
+@pytest.mark.slow
 def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp_path, tmp_path_factory, monkeypatch):
     """Table 3's GAN row: trained on the same data with the diffusion recipe's frames per step and rate."""
     import yaml

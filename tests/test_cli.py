@@ -46,6 +46,7 @@ def test_bad_config_is_a_message_not_a_traceback(caplog, tmp_path):
     assert "does not exist" in caplog.text
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_quickly(tmp_path):
     from difftalk.demo_toy import run_demo
 

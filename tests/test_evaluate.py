@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,13 @@ from difftalk.data.clips import open_clips
 from difftalk.eval.evaluate import evaluate_results
 from difftalk.io.video import VideoWriter, read_frames
 from difftalk.metrics.articulation import ProbeConfig
-from tests.test_syncnet import SyncSetup, single_thread, synthetic_sync_setup
+from tests.helpers import single_thread
+from tests.test_syncnet import SyncSetup, synthetic_sync_setup
 
 PROBE = ProbeConfig(steps=300, max_samples=2000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks run fastest single-threaded
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +87,7 @@ def reports(setup: SyncSetup, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return out
 
 
+@pytest.mark.slow
 def test_ground_truth_scores_best(reports: dict[str, dict[str, Any]]) -> None:
     truth = reports["truth"]["summary"]["self_driven"]
     segment = reports["segment"]["summary"]["self_driven"]
@@ -113,6 +111,7 @@ def test_ground_truth_scores_best(reports: dict[str, dict[str, Any]]) -> None:
     assert truth["lpips"] is None and "lpips" in reports["truth"]["unavailable"]
 
 
+@pytest.mark.slow
 def test_cross_driven_uses_the_driving_audio(reports: dict[str, dict[str, Any]]) -> None:
     summary = reports["truth"]["summary"]
     cross, own = summary["cross_driven"], summary["self_driven"]
@@ -123,6 +122,7 @@ def test_cross_driven_uses_the_driving_audio(reports: dict[str, dict[str, Any]])
     assert modes == ["self", "self", "cross"]
 
 
+@pytest.mark.slow
 def test_audio_dependence_control_catches_a_mouth_that_follows_the_source(reports: dict[str, dict[str, Any]]) -> None:
     """The cross-driven entry is the source video itself (a mouth that ignores the driving audio): against
     the driving clip it scores low, against its own source clip as well as the real thing — the control's
@@ -136,6 +136,7 @@ def test_audio_dependence_control_catches_a_mouth_that_follows_the_source(report
     assert "jaw_corr_source" not in own and "lse_c_source" not in own
 
 
+@pytest.mark.slow
 def test_report_files(reports: dict[str, dict[str, Any]]) -> None:
     folder = Path(reports["segment"]["results_dir"])
     stored = json.loads((folder / "metrics.json").read_text())
@@ -151,6 +152,7 @@ def test_report_files(reports: dict[str, dict[str, Any]]) -> None:
         assert (folder / clip["heat_map"]).is_file()
 
 
+@pytest.mark.slow
 def test_bad_results_folders_are_clear_errors(setup: SyncSetup, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"results\.json"):
         evaluate_results(tmp_path, setup.data_dir)

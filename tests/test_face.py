@@ -1,5 +1,6 @@
 """Face analysis (stage ②) on the real face in ``skimage.data.astronaut()``: detection, landmarks,
-crop consistency, streaming and offline main-face tracking, smoothing, missing-dependency errors."""
+crop consistency, streaming main-face tracking, smoothing, missing-dependency errors (whole-video
+tracks: tests/test_track.py)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,11 @@ from skimage import data
 from difftalk.preprocess import face as face_module
 from difftalk.preprocess import smoothing
 from difftalk.preprocess.crop import crop_box, crop_image, crop_to_frame, frame_to_crop
-from difftalk.preprocess.face import (
-    Face,
-    FaceAnalyzer,
-    FaceTracker,
-    box_iou,
-    stack_track,
-    track_main_face,
-)
+from difftalk.preprocess.face import FaceAnalyzer, FaceTracker, box_iou
 from difftalk.preprocess.landmarks import CHIN, LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE
+from tests.fakes import two_face_frame
+from tests.helpers import needs_dlib
 
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra (dlib)")
 ASTRONAUT_BOX = np.array([175, 76, 265, 166], dtype=np.float32)
 
 
@@ -45,16 +37,6 @@ def moving_frame(image: np.ndarray, scale: float, shift: tuple[float, float]) ->
     """The image scaled and translated onto a grey 480×640 canvas."""
     matrix = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]], dtype=np.float64)
     return cv2.warpAffine(image, matrix, (640, 480), flags=cv2.INTER_LINEAR, borderValue=(120, 120, 120))
-
-
-def two_face_frame(image: np.ndarray, dx: int = 0) -> np.ndarray:
-    """A 1.3× head on the left and a smaller (1×) copy on the right, shifted by ``dx``."""
-    head = image[0:300, 60:380]
-    canvas = np.full((420, 640, 3), 120, np.uint8)
-    big = cv2.resize(head, None, fx=1.3, fy=1.3)[:420, : 320 - dx]
-    canvas[: big.shape[0], dx : dx + big.shape[1]] = big
-    canvas[60:360, 320:640] = head
-    return canvas
 
 
 def test_missing_dependency_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,25 +185,7 @@ def test_main_face_chosen_among_two(analyzer: FaceAnalyzer, astronaut: np.ndarra
     per_frame = [analyzer.analyze(frame) for frame in frames]
     assert all(len(faces) == 2 for faces in per_frame)
     main_boxes = [max(faces, key=lambda f: f.box[2] - f.box[0]).box for faces in per_frame]
-    # Frame 3: the main face is missed by the detector; frame 5: the other face is (falsely) bigger.
-    per_frame[3] = [f for f in per_frame[3] if f.box[0] > 300]
-    small = next(f for f in per_frame[5] if f.box[0] > 300)
-    x0, y0, x1, y1 = small.box
-    enlarged = Face(np.array([x0 - 60, y0 - 60, x1 + 60, y1 + 60], np.float32), 3.0, small.landmarks)
-    per_frame[5] = [f if f is not small else enlarged for f in per_frame[5]]
-    frame_size = (frames[0].shape[0], frames[0].shape[1])
-    assert max(per_frame[5], key=lambda f: face_module._prominence(f.box, frame_size)) is enlarged
-
-    track = track_main_face(per_frame, frame_size=frame_size)
-    assert track[3] is None  # never the other person, even for one frame
-    for i, face in enumerate(track):
-        if i != 3:
-            assert face is not None and box_iou(face.box, main_boxes[i]) > 0.9, i
-    arrays = stack_track(track)
-    assert arrays.found.tolist() == [i != 3 for i in range(8)]
-    assert np.isnan(arrays.crop_boxes[3]).all() and np.isfinite(arrays.crop_boxes[[0, 4]]).all()
-
-    # The streaming tracker also stays on the main face, though the other face scores higher.
+    # The streaming tracker stays on the main (bigger, more central) face, though the other face scores higher.
     assert max(per_frame[0], key=lambda f: f.score).box[0] > 300
     tracker = FaceTracker(analyzer)
     for frame, main_box in zip(frames, main_boxes, strict=True):
@@ -241,8 +205,6 @@ def test_frames_without_face_give_none(analyzer: FaceAnalyzer, astronaut: np.nda
     boxes = [face.box for face in track if face is not None]
     assert all(box_iou(box, boxes[0]) > 0.9 for box in boxes)
     assert tracker.counts["missed"] == 3
-    offline = track_main_face([analyzer.analyze(astronaut), [], analyzer.analyze(astronaut)])
-    assert offline[1] is None and offline[0] is not None and offline[2] is not None
-    assert track_main_face([[], []]) == [None, None]
-    # Filling the gap of the track gives finite crop boxes everywhere.
-    assert np.isfinite(smoothing.smooth_boxes(stack_track(track).crop_boxes)).all()
+    # Filling the gaps of the track gives finite crop boxes everywhere.
+    crop_boxes = np.array([crop_box(f.landmarks) if f is not None else np.full(4, np.nan) for f in track])
+    assert np.isfinite(smoothing.smooth_boxes(crop_boxes)).all()

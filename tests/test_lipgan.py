@@ -4,8 +4,6 @@ run that learns, checkpoints and resumes exactly, and generation through the Dif
 from __future__ import annotations
 
 import csv
-import importlib.util
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,24 +25,12 @@ from difftalk.pipeline.lipgan import LipGANPipeline, generate_lipgan
 from difftalk.preprocess.crop import frame_to_crop
 from difftalk.train.lipgan import LipGANTrainConfig, LipGANWindowDataset, collate_windows, train_lipgan
 from tests.fakes import astronaut_video
-
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra")
+from tests.helpers import needs_dlib
 
 TINY = LipGANConfig(image_size=64, channels=(8, 16, 16), audio_channels=(8, 16), audio_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks run fastest single-threaded (and other jobs may be using the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks run fastest single-threaded
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +117,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(handle) if row.get("l1")]
 
 
+@pytest.mark.slow
 def test_training_learns_checkpoints_and_resumes_exactly(
     prepared_dataset: Path, expert_dir: Path, tmp_path: Path
 ) -> None:
@@ -186,6 +173,7 @@ def lipgan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_dlib
+@pytest.mark.slow
 def test_generate_lipgan_writes_a_dubbed_mp4_and_keeps_pixels_outside_the_mouth(
     lipgan_dir: Path, tmp_path: Path
 ) -> None:

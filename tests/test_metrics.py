@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,20 +16,12 @@ from difftalk.metrics.lpips import CHANNELS, load_lpips
 from difftalk.metrics.sync import mfcc, offset_search, shift_audio
 from difftalk.metrics.temporal import JitterAccumulator, save_heat_maps, temporal_jitter
 from tests.fakes import draw_face, face_landmarks
+from tests.helpers import needs_dlib
 
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
 SIZE = 96
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks run fastest single-threaded (and do not fight a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks run fastest single-threaded
 
 
 def _talking(frames: int = 24) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -137,7 +128,7 @@ def test_articulation_error_and_probe_shapes() -> None:
     assert out.shape == (3, 5) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
-@pytest.mark.skipif(not HAS_DLIB, reason="LMD needs the difftalk[face] extra (dlib)")
+@needs_dlib  # LMD's landmarks
 def test_lmd_zero_for_identical_and_larger_for_other_mouths() -> None:
     from difftalk.metrics.landmarks import LandmarkDistance, MouthLandmarker
 

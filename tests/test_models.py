@@ -184,6 +184,7 @@ def test_paper_512_autoencoder_keeps_the_64x64x3_latent():
     assert tuple(latents.shape) == (1, 3, 64, 64)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_fixed_batch(tiny_config, make_conditions):
     torch.manual_seed(0)
     model = DiffTalkModel(tiny_config.model)

@@ -3,8 +3,6 @@ watermark after re-encoding, and every kind of bad input (a message, never a tra
 
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
 import numpy as np
 import pytest
@@ -25,11 +23,8 @@ from difftalk.pipeline.paste import feathered_mask, paste_back
 from difftalk.pipeline.source import source_indices
 from difftalk.preprocess.crop import crop_box, frame_to_crop
 from tests.fakes import astronaut_video, face_landmarks
+from tests.helpers import needs_dlib
 
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra")
 FAST = {"num_steps": 2, "progress": False}
 
 

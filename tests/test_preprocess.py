@@ -3,7 +3,6 @@ faceless videos, resumability."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -14,14 +13,11 @@ from difftalk.io.audio import load_audio
 from difftalk.preprocess.manifest import HDTF_IDENTITY_PATTERN, assign_splits, identity_of
 from difftalk.preprocess.run import PreprocessOptions, run_preprocess
 from tests.fakes import astronaut_video
-
-HAS_DLIB = (
-    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-)
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="needs the difftalk[face] extra")
+from tests.helpers import needs_dlib
 
 
 @needs_dlib
+@pytest.mark.slow
 def test_preprocess_real_face_video(tmp_path):
     videos = tmp_path / "videos"
     astronaut_video(videos / "astronaut_01.mp4")

@@ -3,9 +3,7 @@ on tiny synthetic clips that finds the audio offset and tells matching from mism
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from difftalk.models.syncnet import SyncNet, SyncNetConfig, load_syncnet, load_s
 from difftalk.preprocess.run import PreprocessOptions, run_preprocess
 from difftalk.synth.generate import run_synth
 from difftalk.train.syncnet import SyncNetTrainConfig, SyncWindowDataset, train_syncnet
+from tests.helpers import single_thread
 
 # The public syncnet_python SyncNetModel.S, written down as data: (index, out, in, kernel) of every conv,
 # each followed by a BatchNorm at index + 1; heads Linear(512, 512) · BatchNorm1d · ReLU · Linear(512, 1024).
@@ -33,21 +32,7 @@ PUBLIC_AUD += [(14, 256, 256, (3, 3)), (18, 512, 256, (5, 4))]
 TRAIN_STEPS = 200
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Tiny networks run fastest single-threaded (on a busy machine, 2 threads can be 50× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks run fastest single-threaded
 
 
 def public_syncnet_state(generator: torch.Generator, old_format: bool = True) -> dict[str, torch.Tensor]:
@@ -181,6 +166,7 @@ def _score(model: SyncNet, clip: Clip, audio: np.ndarray) -> SyncScore:
     return score
 
 
+@pytest.mark.slow
 def test_trained_expert_finds_offsets_and_mismatched_audio(sync_setup: SyncSetup) -> None:
     model = load_syncnet(sync_setup.expert_dir)
     clips = {c.split: c for c in open_clips(sync_setup.data_dir)}
@@ -197,6 +183,7 @@ def test_trained_expert_finds_offsets_and_mismatched_audio(sync_setup: SyncSetup
     assert sync_setup.validation["offset_accuracy"] == 1.0 and sync_setup.validation["shift_accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_training_run_folder_and_resume(sync_setup: SyncSetup, tmp_path: Path) -> None:
     run = sync_setup.run_dir
     assert (run / "config.yaml").is_file() and (run / "run.json").is_file()
@@ -212,6 +199,7 @@ def test_training_run_folder_and_resume(sync_setup: SyncSetup, tmp_path: Path) -
     assert again.step == TRAIN_STEPS + 2 and (again.model_dir / "weights.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_window_dataset_labels_and_validation(sync_setup: SyncSetup) -> None:
     config = SyncNetTrainConfig(loss="bce", min_shift=3, max_shift=8, batch_size=4)
     dataset = SyncWindowDataset(sync_setup.data_dir, config)

@@ -34,6 +34,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_state(run_dir / "checkpoints" / STATE_NAME)["model"]
 
 
+@pytest.mark.slow
 def test_training_writes_a_complete_run_folder(prepared_dataset, tmp_path):
     run_dir = tmp_path / "run"
     config = _config(prepared_dataset, run_dir, **{"train.steps": 4, "train.log_every": 2, "train.sample_every": 4})
@@ -64,6 +65,7 @@ def test_training_writes_a_complete_run_folder(prepared_dataset, tmp_path):
     assert json.loads((run_dir / "final.json").read_text())["step"] == 4
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(prepared_dataset, tmp_path):
     straight = _config(prepared_dataset, tmp_path / "a", **{"train.steps": 6, "train.checkpoint_every": 100})
     train_diffusion(straight, progress=False)
@@ -91,6 +93,7 @@ def _train_command(data_dir, run_dir, steps, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_resumed_run_matches(prepared_dataset, tmp_path):
     killed = tmp_path / "killed"
     # DataLoader workers and a new session: the signal goes to the whole process group, as schedulers
@@ -115,6 +118,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches(prepared_dataset, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_keeps_replicas_identical(prepared_dataset, tmp_path):
     run_dir = tmp_path / "ddp"
     command = _train_command(
@@ -135,6 +139,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(prepared_dataset, tmp_p
     assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_autoencoder_training_reduces_reconstruction_error_and_resumes(prepared_dataset, tmp_path):
     from difftalk.data.frames import FrameDataset
 
@@ -168,6 +173,7 @@ def test_autoencoder_training_reduces_reconstruction_error_and_resumes(prepared_
     assert resumed.step == 42
 
 
+@pytest.mark.slow
 def test_diffusion_training_uses_a_trained_autoencoder_and_checks_it(prepared_dataset, tmp_path):
     config = _config(prepared_dataset, tmp_path / "run", **{"train.steps": 1})
     Autoencoder(config.model.autoencoder).save_pretrained(tmp_path / "ae")
@@ -196,6 +202,7 @@ def test_metrics_csv_grows_columns_without_losing_rows(tmp_path):
     assert rows[1]["val_loss"] == "0.7" and rows[0]["val_loss"] == "" and rows[2]["loss"] == "0.3"
 
 
+@pytest.mark.slow
 def test_recipe_options_train_and_log_the_loss_by_t_range_and_mask(prepared_dataset, tmp_path):
     """Min-SNR-γ, the mouth-weighted loss, the latent masked target, the centre-start filter and the
     multi-token context train together, from the latent cache, and log the unweighted ε-MSE inside and

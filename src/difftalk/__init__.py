@@ -1,6 +1,8 @@
 """difftalk: speech-driven talking-head video with a conditional latent diffusion model (DiffTalk).
 
-The public API is imported lazily so that ``import difftalk`` does no work (no torch import).
+The public API is imported lazily so that ``import difftalk`` does no work (no torch import)::
+
+    from difftalk import DiffTalkPipeline, GenerateOptions
 """
 
 from __future__ import annotations
@@ -8,8 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+"""The one place the version is written (pyproject.toml reads it: ``[tool.setuptools.dynamic]``)."""
 
 _PUBLIC = {
+    "DiffTalkPipeline": "difftalk.pipeline.generate",
+    "GenerateOptions": "difftalk.pipeline.options",
     "DiffTalkModel": "difftalk.models.difftalk",
     "DiffTalkConditions": "difftalk.models.difftalk",
     "Autoencoder": "difftalk.models.autoencoder",
@@ -25,6 +30,8 @@ __all__ = [
     "DiffTalkConditions",
     "DiffTalkConfig",
     "DiffTalkModel",
+    "DiffTalkPipeline",
+    "GenerateOptions",
     "ModelConfig",
     "SamplerConfig",
     "__version__",
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
     from difftalk.diffusion.ddim import sample_ddim
     from difftalk.models.autoencoder import Autoencoder
     from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
+    from difftalk.pipeline.generate import DiffTalkPipeline
+    from difftalk.pipeline.options import GenerateOptions
 
 
 def __getattr__(name: str) -> Any:

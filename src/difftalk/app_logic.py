@@ -232,7 +232,7 @@ def run_generation(
                 f"{options.num_steps} {request.sampler} steps are fewer than the {pipe.default_steps} this checkpoint "
                 "recommends: expect a blurrier mouth"
             )
-        pipe.check_steps(options.num_steps)
+        pipe.check_steps(options.num_steps, options.sampler)
         step(0.1, "analysing the reference")
         cache.prepare(checkpoint, device, torch.float32, reference, options)
         step(0.2, "generating")

@@ -13,6 +13,7 @@ honours ``HF_HUB_OFFLINE``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
-PACKAGE_VERSION = __version__
 
 _HUB_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 HUB_REPO_ID = re.compile(rf"(?P<repo_id>{_HUB_NAME}/{_HUB_NAME})(?:@(?P<revision>[A-Za-z0-9_][A-Za-z0-9_./-]*))?")
@@ -90,7 +90,7 @@ def save_pretrained(
     meta = {
         "difftalk_kind": kind,
         "format_version": FORMAT_VERSION,
-        "difftalk_version": PACKAGE_VERSION,
+        "difftalk_version": __version__,
         "config": to_dict(config),
     }
     if extra:
@@ -209,6 +209,24 @@ def read_checkpoint_meta(directory: str | Path, kind: str | None = None) -> dict
     if not (directory / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the checkpoint is incomplete")
     return meta
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """Hex SHA-256 of the bytes of a checkpoint folder's ``weights.safetensors`` (folder or hub repo id).
+
+    The identity of a checkpoint's weights, e.g. the teacher a ``difftalk distill`` student records.
+
+    Raises:
+        FileNotFoundError: the folder (or its weights file) does not exist.
+    """
+    path = resolve_checkpoint_dir(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass the checkpoint folder that holds {WEIGHTS_NAME}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:

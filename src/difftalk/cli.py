@@ -16,7 +16,9 @@ from typing import Any
 from difftalk import __version__
 from difftalk.cli_app import add_app_command
 from difftalk.cli_options import NOISE_HELP, Handler, HelpFormatter, add_command, positive_int, resolve_device
+from difftalk.cli_stream import add_stream_command
 from difftalk.cli_train import add_training_commands
+from difftalk.diffusion import SAMPLERS
 from difftalk.errors import MissingExtraError
 
 logger = logging.getLogger("difftalk")
@@ -171,6 +173,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     options = GenerateOptions(
         num_steps=args.steps,
+        sampler=args.sampler,
         progressive_reference=not args.no_progressive_reference,
         reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
@@ -181,12 +184,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         temporal_smoothing=args.temporal_smoothing,
         noise=args.noise,
         landmarks=args.landmarks,
+        detector=args.detector,
         seed=args.seed,
         watermark=True,
         progress=not args.no_progress,
     )
     pipe = DiffTalkPipeline.from_pretrained(args.checkpoint, device=device, dtype=dtype)
-    pipe.check_steps(args.steps)
+    pipe.check_steps(args.steps, args.sampler)
     if args.fast:
         pipe.optimize(channels_last=True, compile_unet=device.startswith("cuda"))
     if len(jobs) == 1 and not args.jobs:
@@ -258,6 +262,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     # (too few --steps: the pipeline warns once, when the first clip starts)
     options = GenerateOptions(
         num_steps=args.steps,
+        sampler=args.sampler,
         progressive_reference=not args.no_progressive_reference,
         reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
@@ -287,8 +292,9 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps",
         type=positive_int,
-        help="DDIM steps (default: the checkpoint's; fewer than it recommends is warned about, below 4 is noise)",
+        help="sampling steps (default: the checkpoint's; fewer than it recommends is warned about)",
     )
+    parser.add_argument("--sampler", choices=SAMPLERS, help="update rule (default: the checkpoint's, ddim)")
     parser.add_argument(
         "--no-progressive-reference",
         action="store_true",
@@ -423,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="face landmarks: the synthetic benchmark's ground truth when present, else dlib (difftalk[face])",
     )
+    gen.add_argument(
+        "--detector",
+        choices=["hog", "cnn"],
+        default="hog",
+        help="dlib face detector for the reference; use the one the training clips were preprocessed with",
+    )
     gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
     gen.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="model precision")
     gen.add_argument("--fast", action="store_true", help="channels-last + torch.compile of the UNet (GPU)")
@@ -469,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-frames", type=positive_int, default=250, help="frames to read at most")
 
     add_app_command(sub)
+    add_stream_command(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
-"""The training sub-commands of ``difftalk``: train, train-autoencoder, train-syncnet, train-lipgan.
+"""The training sub-commands of ``difftalk``: train, train-autoencoder, distill, train-syncnet, train-lipgan.
 
 Each trainer's ``--set`` keys are ``<section>.<field>``, named after its YAML section (``train``,
-``autoencoder_train``, ``syncnet_train``, ``lipgan_train``); the SyncNet and LipGAN trainers also take
+``autoencoder_train``, ``distill``, ``syncnet_train``, ``lipgan_train``); the SyncNet and LipGAN trainers also take
 the bare ``<field>`` of earlier versions. Every trainer is called as ``train_X(config, resume, progress)``
 (``--data`` / ``--run-dir`` override the config's folders). Heavy imports happen inside the handlers.
 """
@@ -21,13 +21,19 @@ logger = logging.getLogger(__name__)
 TRAIN_SECTIONS = {
     "train": "train",
     "train-autoencoder": "autoencoder_train",
+    "distill": "distill",
     "train-syncnet": "syncnet_train",
     "train-lipgan": "lipgan_train",
 }
 """The config section (and ``--set`` prefix) of each training command."""
 
-DIFFTALK_SECTIONS = ("model", "sampler", "data", "train", "autoencoder_train")
-"""Top-level sections of a DiffTalk experiment config (``difftalk train`` / ``train-autoencoder``)."""
+DIFFTALK_SECTIONS = ("model", "sampler", "data", "train", "autoencoder_train", "distill")
+"""Top-level sections of a DiffTalk experiment config (``difftalk train`` / ``train-autoencoder`` / ``distill``)."""
+
+EXPERIMENT_COMMANDS = ("train", "train-autoencoder", "distill")
+"""The training commands that read a whole experiment config (the others read their section only)."""
+TRAINER_SECTIONS = ("train", "autoencoder_train", "distill")
+"""The sections of those commands' own settings: each command reads its own one only."""
 
 
 def section_yaml(data: Mapping[str, Any], section: str) -> dict[str, Any]:
@@ -40,9 +46,9 @@ def section_yaml(data: Mapping[str, Any], section: str) -> dict[str, Any]:
 def training_overrides(items: Sequence[str] | None, command: str, config: Any) -> dict[str, Any]:
     """``--set key=value`` items of a training command → dotted overrides of its config dataclass.
 
-    ``train`` / ``train-autoencoder`` (a whole experiment config): keys are ``<section>.<field>`` of the
-    YAML (``train.steps``, ``autoencoder_train.steps``, ``data.num_workers``, ``model.unet.head_dim``); a key
-    in the other trainer's section, which the command does not read, is warned about.
+    ``train`` / ``train-autoencoder`` / ``distill`` (a whole experiment config): keys are ``<section>.<field>``
+    of the YAML (``train.steps``, ``distill.steps``, ``data.num_workers``, ``model.unet.head_dim``); a key in
+    another trainer's section, which the command does not read, is warned about.
     ``train-syncnet`` / ``train-lipgan`` (the config is the section itself): ``syncnet_train.<field>`` /
     ``lipgan_train.<field>``, and for compatibility the bare ``<field>``.
 
@@ -53,8 +59,7 @@ def training_overrides(items: Sequence[str] | None, command: str, config: Any) -
 
     section = TRAIN_SECTIONS[command]
     overrides = parse_overrides(items)
-    if command in ("train", "train-autoencoder"):
-        other = "autoencoder_train" if section == "train" else "train"
+    if command in EXPERIMENT_COMMANDS:
         for key in overrides:
             head = key.split(".", 1)[0]
             if head not in DIFFTALK_SECTIONS or "." not in key:
@@ -62,12 +67,14 @@ def training_overrides(items: Sequence[str] | None, command: str, config: Any) -
                     f"--set {key}: `difftalk {command}` takes <section>.<field> keys, e.g. {section}.steps=500 "
                     f"(sections: {', '.join(DIFFTALK_SECTIONS)})"
                 )
-            if head == other:
+            if command == "distill" and head == "model":
+                logger.warning("--set %s: `difftalk distill` ignores the model section (the teacher's is used)", key)
+            if head in TRAINER_SECTIONS and head != section:
                 logger.warning(
                     "--set %s: `difftalk %s` does not read the %s section; did you mean %s.%s?",
                     key,
                     command,
-                    other,
+                    head,
                     section,
                     key.split(".", 1)[1],
                 )
@@ -88,7 +95,14 @@ def training_overrides(items: Sequence[str] | None, command: str, config: Any) -
 def _add_train_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """``--config``, ``--data``, ``--run-dir``, ``--set``, ``--restart``, ``--no-progress`` of a training command."""
     section = TRAIN_SECTIONS[command]
-    if command in ("train", "train-autoencoder"):
+    if command == "distill":
+        parser.add_argument("--config", help="preset name or YAML path with a distill: section (default: built-in)")
+        parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
+        set_help = (
+            "override a config field by its YAML path <section>.<field>, e.g. distill.steps=500 or "
+            "data.num_workers=4 (repeatable; values are parsed as YAML; the model is the teacher's)"
+        )
+    elif command in EXPERIMENT_COMMANDS:
         parser.add_argument("--config", required=True, help="preset name or YAML path")
         parser.add_argument("--data", help="prepared dataset folder (overrides data.data_dir)")
         set_help = (
@@ -101,7 +115,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         set_help = _set_help(command)
     parser.add_argument("--run-dir", help=f"run folder (overrides {section}.run_dir)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the run folder")
+    parser.add_argument(
+        "--restart", "--no-resume", action="store_true", help="ignore an existing checkpoint in the run folder"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(train_section=section)
 
@@ -117,9 +133,9 @@ def _set_help(command: str) -> str:
 
 def _load_config_with_overrides(args: argparse.Namespace) -> Any:
     """``--config`` plus ``--set <section>.<field>=value`` overrides (values parsed as YAML)."""
-    from difftalk.config import load_config, replace
+    from difftalk.config import DiffTalkConfig, load_config, replace
 
-    config = load_config(args.config)
+    config = load_config(args.config) if args.config else DiffTalkConfig()
     overrides = training_overrides(args.set, args.command, config)
     if getattr(args, "data", None):
         overrides["data.data_dir"] = args.data
@@ -149,6 +165,22 @@ def _cmd_train_autoencoder(args: argparse.Namespace) -> int:
     config = _load_config_with_overrides(args)
     result = train_autoencoder(config, resume=not args.restart, progress=not args.no_progress)
     logger.info("finished at step %d; autoencoder → %s", result.step, result.model_dir)
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from difftalk.config import replace
+    from difftalk.train.distill import train_distill
+
+    config = replace(_load_config_with_overrides(args), {"distill.teacher": args.teacher})
+    result = train_distill(config, resume=not args.restart, progress=not args.no_progress)
+    logger.info(
+        "%s at step %d (loss %.4f); student → %s",
+        "stopped" if result.stopped_early else "finished",
+        result.step,
+        result.last_loss,
+        result.model_dir,
+    )
     return 0
 
 
@@ -189,13 +221,18 @@ def _cmd_train_lipgan(args: argparse.Namespace) -> int:
 
 
 def add_training_commands(sub: Any) -> None:
-    """Register the four training sub-commands on ``sub`` (the ``difftalk`` sub-parsers)."""
+    """Register the five training sub-commands on ``sub`` (the ``difftalk`` sub-parsers)."""
     train = add_command(sub, "train", "train the diffusion model (autoencoder frozen)", _cmd_train)
     _add_train_arguments(train, "train")
     train_ae = add_command(
         sub, "train-autoencoder", "train the VQ autoencoder (f=4 or f=8) on face crops", _cmd_train_autoencoder
     )
     _add_train_arguments(train_ae, "train-autoencoder")
+    distill = add_command(
+        sub, "distill", "distil a trained model into a 1-4 step student (latent consistency, LCM)", _cmd_distill
+    )
+    distill.add_argument("--teacher", required=True, help="the teacher's checkpoint folder (difftalk train's model)")
+    _add_train_arguments(distill, "distill")
 
     syncnet = add_command(
         sub, "train-syncnet", "train the audio-visual sync expert on a prepared dataset", _cmd_train_syncnet

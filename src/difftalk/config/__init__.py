@@ -5,8 +5,8 @@ presets in ``configs/`` only fill their fields. Unknown keys, wrong types and ou
 :class:`ConfigError` naming the field by its dotted path (``model.unet.head_dim``). There are no
 import-path strings: variants are closed ``Literal`` choices dispatched by explicit ``if``/``elif``.
 
-Every trainer's config is here: ``TrainConfig`` / ``AutoencoderTrainConfig`` (sections of a whole
-:class:`DiffTalkConfig`), ``SyncNetTrainConfig`` and ``LipGANTrainConfig`` (a config of their own, YAML
+Every trainer's config is here: ``TrainConfig`` / ``AutoencoderTrainConfig`` / ``DistillConfig`` (sections
+of a whole :class:`DiffTalkConfig`), ``SyncNetTrainConfig`` and ``LipGANTrainConfig`` (a config of their own, YAML
 sections ``syncnet_train`` / ``lipgan_train``); each names its data and run folders.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from difftalk.config.distill import DistillConfig
 from difftalk.config.fields import (
     ConfigError,
     from_dict,
@@ -49,6 +50,7 @@ __all__ = [
     "DataConfig",
     "DiffTalkConfig",
     "DiffusionConfig",
+    "DistillConfig",
     "LandmarkEncoderConfig",
     "LipGANConfig",
     "LipGANTrainConfig",
@@ -72,13 +74,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DiffTalkConfig:
-    """A whole experiment: the model, how to sample it, the data and both training stages."""
+    """A whole experiment: the model, how to sample it, the data, both training stages and distillation."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     autoencoder_train: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         require(
@@ -91,6 +94,14 @@ class DiffTalkConfig:
             self.train.sample_steps <= self.model.diffusion.num_train_timesteps,
             "train.sample_steps",
             "exceeds model.diffusion.num_train_timesteps",
+        )
+        total, grid = self.model.diffusion.num_train_timesteps, self.distill.original_inference_steps
+        require(grid <= total, "distill.original_inference_steps", f"{grid} exceeds num_train_timesteps={total}")
+        require(
+            self.distill.skip % (total // grid) == 0,
+            "distill.skip",
+            f"{self.distill.skip} must be a multiple of num_train_timesteps // original_inference_steps = "
+            f"{total // grid} (the grid spacing)",
         )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from difftalk.config.fields import require, require_at_least
-from difftalk.config.training import FabricConfig, FeatureBackend, Precision
+from difftalk.config.training import FabricConfig, Precision
+from difftalk.constants import FeatureBackend
 
 GROUPS = 8
 """GroupNorm groups of the generator: every channel count must be a multiple of this."""

@@ -7,8 +7,8 @@ from typing import Literal
 
 from difftalk.config.fields import require as _require
 from difftalk.config.fields import require_at_least
+from difftalk.constants import FeatureBackend
 
-FeatureBackend = Literal["mel", "whisper", "precomputed"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 Accelerator = Literal["auto", "cpu", "cuda", "mps"]
 

@@ -16,8 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-MANIFEST = "manifest.json"
-CLIP_META = "meta.json"
+from difftalk.constants import CLIP_META, MANIFEST
 
 
 class DatasetError(ValueError):

@@ -16,33 +16,12 @@ noise (so z_T itself is masked); inside the mask the sampler's own latent is kep
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from difftalk.diffusion.schedule import add_noise, ddim_alphas, ddim_timesteps
+from difftalk.diffusion.sampling import DenoiseFn, StepCallback, make_scheduler, randn, sample_masked
 
-DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``denoise(latents (B, C, h, w), timesteps (B,) long) -> predicted noise (B, C, h, w)``."""
-
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
-"""``callback(step_index, timestep, latents, predicted_clean)`` after every step."""
-
-
-def randn(
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, then moved to ``device``.
-
-    Drawing on the generator's device makes results identical across target devices for a seed.
-    """
-    gen_device = generator.device if generator is not None else torch.device(device)
-    noise = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
-    return noise.to(device=device, dtype=dtype)
+__all__ = ["DenoiseFn", "StepCallback", "ddim_step", "randn", "sample_ddim"]
 
 
 def ddim_step(
@@ -92,50 +71,20 @@ def sample_ddim(
     progress: bool = False,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Run DDIM from ``initial_noise`` (x_T) to x_0.
-
-    Args:
-        denoise: ε-prediction callable, see :data:`DenoiseFn`.
-        initial_noise: ``(B, C, h, w)`` x_T ~ N(0, I) (draw it with :func:`randn` and a generator).
-        alphas_cumprod: ``(T,)`` ᾱ of the training schedule.
-        num_steps: DDIM steps n (LDM "uniform" spacing, see ``ddim_timesteps``).
-        eta: DDIM η.
-        mouth_mask: optional ``(B or 1, 1, h, w)`` float in [0, 1]: 1 = generate, 0 = keep ``known_latents``.
-        known_latents: ``(B, C, h, w)`` latents of the known frame; required with ``mouth_mask``.
-        blend_final: after the last step, put ``known_latents`` back exactly outside the mask.
-        generator: source of every random draw (re-noising and η noise); same seed → same output.
-        shared_noise: draw the re-noising and η noise once per step for the whole batch (``(1, C, h, w)``,
-            broadcast), so that batch items with the same inputs get the same output.
-        progress: show a progress bar over the steps.
-        callback: called after every step, see :data:`StepCallback`.
-
-    Returns:
-        ``(B, C, h, w)`` sampled latents x_0.
-    """
-    if (mouth_mask is None) != (known_latents is None):
-        raise ValueError("mouth_mask and known_latents must be given together")
-    if known_latents is not None and known_latents.shape != initial_noise.shape:
-        raise ValueError(
-            f"known_latents {tuple(known_latents.shape)} must match initial_noise {tuple(initial_noise.shape)}"
-        )
-    timesteps = ddim_timesteps(alphas_cumprod.shape[0], num_steps)
-    alphas, alphas_prev = ddim_alphas(alphas_cumprod, timesteps)
-    latents = initial_noise
-    device, dtype, batch = latents.device, latents.dtype, latents.shape[0]
-    noise_shape = (1, *latents.shape[1:]) if shared_noise else tuple(latents.shape)
-    for index in tqdm(range(len(timesteps)), desc="DDIM", disable=not progress, leave=False):
-        t = timesteps[index]
-        t_batch = t.to(device).expand(batch)
-        if mouth_mask is not None and known_latents is not None:
-            renoised = add_noise(known_latents, randn(noise_shape, generator, device, dtype), t_batch, alphas_cumprod)
-            latents = mouth_mask * latents + (1 - mouth_mask) * renoised
-        noise_pred = denoise(latents, t_batch)
-        step_noise = randn(noise_shape, generator, device, dtype) if eta > 0 else None
-        latents, clean = ddim_step(
-            latents, noise_pred, float(alphas[index]), float(alphas_prev[index]), eta, step_noise
-        )
-        if callback is not None:
-            callback(index, int(t), latents, clean)
-    if blend_final and mouth_mask is not None and known_latents is not None:
-        latents = mouth_mask * latents + (1 - mouth_mask) * known_latents
-    return latents
+    """Masked-z_T DDIM from ``initial_noise`` (x_T) to x_0: :func:`sample_masked` with diffusers' DDIM
+    configured as LDM's (:func:`make_scheduler` ``"ddim"``). Arguments as in :func:`sample_masked`;
+    ``alphas_cumprod``: ``(T,)`` ᾱ of the training schedule."""
+    return sample_masked(
+        denoise,
+        initial_noise,
+        scheduler=make_scheduler("ddim", alphas_cumprod),
+        num_steps=num_steps,
+        eta=eta,
+        mouth_mask=mouth_mask,
+        known_latents=known_latents,
+        blend_final=blend_final,
+        generator=generator,
+        shared_noise=shared_noise,
+        progress=progress,
+        callback=callback,
+    )

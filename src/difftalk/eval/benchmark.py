@@ -20,10 +20,11 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from difftalk.constants import FPS, RESULTS_NAME
 from difftalk.data.clips import Clip, open_clips
 from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.io.video import VideoWriter, iter_frames
-from difftalk.pipeline.base import FPS, TalkingHeadPipeline
+from difftalk.pipeline.base import TalkingHeadPipeline
 from difftalk.pipeline.generate import DiffTalkPipeline
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back, paste_weight
@@ -148,7 +149,7 @@ def run_benchmark(
         "settings": {**asdict(options), "seconds": seconds, "cross_audio": cross_audio, "split": split},
         "clips": entries,
     }
-    path = out_dir / "results.json"
+    path = out_dir / RESULTS_NAME
     path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     logger.info("wrote %d clips to %s", len(entries), out_dir)
     return path

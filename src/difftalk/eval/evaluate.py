@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from difftalk.constants import FPS, RESULTS_NAME
 from difftalk.data.clips import Clip, DatasetError, load_manifest, open_clips
 from difftalk.data.masks import mouth_box
 from difftalk.io.audio import SAMPLE_RATE, load_audio
@@ -53,7 +54,6 @@ from difftalk.metrics.articulation import (
 from difftalk.metrics.image import ImageQuality
 from difftalk.metrics.landmarks import LandmarkDistance, MouthLandmarker, load_landmarker
 from difftalk.metrics.lpips import LPIPS, load_lpips
-from difftalk.metrics.sync import FPS as SYNC_FPS
 from difftalk.metrics.sync import VSHIFT, SyncAccumulator, SyncScore
 from difftalk.metrics.temporal import JitterAccumulator, save_heat_maps
 from difftalk.models.syncnet import SyncNet, load_syncnet
@@ -61,7 +61,6 @@ from difftalk.preprocess.crop import crop_image
 
 logger = logging.getLogger(__name__)
 
-RESULTS_NAME = "results.json"
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 
@@ -439,14 +438,14 @@ def evaluate_results(
     results = _read_results(results_dir)
     data_path = Path(data_dir if data_dir is not None else results.get("data", ""))
     manifest = load_manifest(data_path)
-    fps = float(manifest.get("fps", 25.0))
+    fps = float(manifest.get("fps", FPS))
     clips = {clip.name: clip for clip in open_clips(data_path, "all")}
     models = load_models(
         data_path, syncnet, lpips_weights, landmarks, articulation, probe_cache_dir, device, probe_config
     )
-    if models.syncnet is not None and abs(fps - SYNC_FPS) > 1e-6:
+    if models.syncnet is not None and abs(fps - FPS) > 1e-6:
         models.syncnet = None
-        models.unavailable["lse"] = f"the dataset is at {fps} fps; the SyncNet protocol needs {SYNC_FPS} fps"
+        models.unavailable["lse"] = f"the dataset is at {fps} fps; the SyncNet protocol needs {FPS} fps"
     scored: list[ClipResult] = []
     for entry in tqdm(results["clips"], desc="evaluate", unit="clip", disable=not progress):
         try:

@@ -22,6 +22,7 @@ from types import TracebackType
 import av
 import numpy as np
 
+from difftalk.constants import FPS
 from difftalk.io.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -243,11 +244,12 @@ class VideoWriter:
     def __init__(
         self,
         path: str | Path,
-        fps: float = 25.0,
+        fps: float = FPS,
         audio: np.ndarray | None = None,
         sample_rate: int = SAMPLE_RATE,
         crf: int = 18,
         metadata: Mapping[str, str] | None = None,
+        streamed_audio_channels: int | None = None,
     ) -> None:
         """Open the writer.
 
@@ -260,6 +262,8 @@ class VideoWriter:
                 the next one it has).
             crf: x264 constant rate factor (lower is better quality).
             metadata: container tags (``title``, ``comment``, ...).
+            streamed_audio_channels: instead of ``audio``, audio of this many channels arrives with the frames
+                through :meth:`append_audio` (live streaming; memory stays flat).
         """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,8 +273,12 @@ class VideoWriter:
         self._sample_rate = sample_rate
         if audio is not None:
             self._audio, self._sample_rate = _aac_audio(audio, sample_rate)
+        elif streamed_audio_channels is not None:
+            self._audio = np.zeros((streamed_audio_channels, 0), np.float32)
         self._audio_written = 0
+        self._audio_base = 0  # samples dropped from the front of self._audio after they were encoded
         self._crf = crf
+        self._streamed = audio is None and streamed_audio_channels is not None
         try:
             self._container = av.open(str(self._tmp), "w", options={"movflags": "+faststart"})
         except ValueError as exc:  # PyAV: "Could not determine output format"
@@ -302,17 +310,29 @@ class VideoWriter:
         if self._audio is None or self._audio_stream is None:
             return
         chunk = 1024
-        total = self._audio.shape[1]
+        total = self._audio_base + self._audio.shape[1]
         sample = min(sample, total)
         layout = _layout(self._audio.shape[0])
         while self._audio_written < sample:
-            part = self._audio[:, self._audio_written : min(self._audio_written + chunk, sample)]
+            begin = self._audio_written - self._audio_base
+            part = self._audio[:, begin : begin + min(chunk, sample - self._audio_written)]
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=layout)
             frame.sample_rate = self._sample_rate
             frame.pts = self._audio_written
             for packet in self._audio_stream.encode(frame):
                 self._container.mux(packet)
             self._audio_written += part.shape[1]
+        if self._streamed:  # drop what is encoded, so a long stream keeps memory flat
+            self._audio = self._audio[:, self._audio_written - self._audio_base :]
+            self._audio_base = self._audio_written
+
+    def append_audio(self, samples: np.ndarray) -> None:
+        """Add streamed audio (float32 ``(N,)`` mono or ``(C, N)``) at the writer's sample rate; it is muxed
+        as the frames reach it (opened with ``streamed_audio_channels``)."""
+        if not self._streamed or self._audio is None:
+            raise ValueError("append_audio needs a writer opened with streamed_audio_channels (and no audio=)")
+        block = np.asarray(samples, dtype=np.float32).reshape(self._audio.shape[0], -1)
+        self._audio = np.concatenate([self._audio, np.clip(block, -1.0, 1.0)], axis=1)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 ``(H, W, 3)`` RGB frame (all frames share one size)."""
@@ -341,7 +361,7 @@ class VideoWriter:
         for packet in self._video.encode():
             self._container.mux(packet)
         if self._audio is not None and self._audio_stream is not None:
-            self._write_audio_until(self._audio.shape[1])
+            self._write_audio_until(self._audio_base + self._audio.shape[1])
             for packet in self._audio_stream.encode():
                 self._container.mux(packet)
         self._container.close()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy.fft import dct
 
+from difftalk.constants import FPS
 from difftalk.io.audio import SAMPLE_RATE
 from difftalk.models.syncnet import MFCC_STEPS_PER_FRAME, SyncNet, SyncNetConfig
 
@@ -39,8 +40,6 @@ VSHIFT = 15
 """Default offset search range ±frames (syncnet_python ``--vshift``)."""
 INT16_SCALE = 32768.0
 """syncnet_python reads 16-bit WAV samples unscaled; float audio in [-1, 1] is scaled by this."""
-FPS = 25.0
-"""Video frame rate the SyncNet protocol assumes (4 MFCC steps per frame)."""
 _EPS = float(np.finfo(float).eps)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,12 +28,13 @@ from difftalk.io.video import VideoWriter
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back
 from difftalk.pipeline.source import ReferenceFrames, ReferenceTrack, analyze_reference, source_indices
-from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features
+from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features, silent_frames
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
 logger = logging.getLogger(__name__)
 
-FPS = 25.0
+from difftalk.constants import FPS  # noqa: E402  (kept importable as difftalk.pipeline.base.FPS)
+
 WATERMARK_PAYLOAD = 0x44546C6B  # "DTlk"
 TRACK_CACHE_SIZE = 8
 """Reference analyses a pipeline keeps (landmarks and crop boxes: small next to the model)."""
@@ -50,10 +51,25 @@ class GenerationResult:
     """Frames whose mouth was generated (the others had no face and were passed through)."""
     seconds: float
     """Wall time of the whole run."""
+    first_frame_seconds: float = float("nan")
+    """Wall time from the start of the run until the first frame was written."""
 
     @property
     def frames_per_second(self) -> float:
         return self.num_frames / max(self.seconds, 1e-9)
+
+
+@dataclass
+class StreamedFrame:
+    """One frame of :meth:`TalkingHeadPipeline.stream`."""
+
+    index: int
+    image: np.ndarray
+    """uint8 ``(H, W, 3)`` RGB, watermarked unless the options turn it off."""
+    generated: bool
+    """Whether its mouth was generated (False: no face, passed through)."""
+    audio: np.ndarray
+    """float32 16 kHz mono: the driving audio of this frame (1/25 s; what to play with it)."""
 
 
 @dataclass
@@ -80,15 +96,26 @@ class DrivingAudio:
         index = np.clip(np.asarray(times)[:, None] + offsets, 0, self.num_frames - 1)
         return self.features[index].astype(np.float32)
 
+    def has_frame(self, t: int) -> bool:
+        """Whether output frame ``t`` exists (the frame loop's question; a stream answers it as audio arrives)."""
+        return t < self.num_frames
 
-def silent_frames(audio: np.ndarray, num_frames: int, threshold_db: float, fps: float = FPS) -> np.ndarray:
-    """``(num_frames,)`` bool: the RMS of the audio within ±20 ms of the frame's time is below ``threshold_db``."""
-    half = int(0.02 * SAMPLE_RATE)
-    centres = (np.arange(num_frames) / fps * SAMPLE_RATE).astype(np.int64)
-    padded = np.pad(audio.astype(np.float64), (half, half))
-    energy = np.concatenate([[0.0], np.cumsum(padded**2)])
-    rms = np.sqrt((energy[centres + 2 * half] - energy[centres]) / (2 * half))
-    return 20 * np.log10(rms + 1e-12) < threshold_db
+    def source(self, t: int) -> int:
+        """The reference frame output frame ``t`` shows."""
+        return int(self.source_index[t])
+
+    def release(self, before: int, context: int) -> None:
+        """Nothing to drop: the whole file's features are small (a stream drops what is behind the loop)."""
+
+
+class Driving(Protocol):
+    """What the frame loop asks of the driving audio: :class:`DrivingAudio` (a whole file) or
+    :class:`~difftalk.pipeline.streaming.StreamingAudio` (chunks as they arrive)."""
+
+    def has_frame(self, t: int) -> bool: ...
+    def source(self, t: int) -> int: ...
+    def windows(self, times: np.ndarray, context: int) -> np.ndarray: ...
+    def release(self, before: int, context: int) -> None: ...
 
 
 def prepare_driving_audio(
@@ -161,49 +188,55 @@ Ready = tuple[int, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None"
 
 
 class TemporalBlend:
-    """Frame interpolation with a one-frame delay: ``crop_t ← (1 − 2a) crop_t + a (crop_{t−1} + crop_{t+1})``
-    when both neighbours were generated (a frame next to a faceless one is left as is)."""
+    """Frame interpolation: ``crop_t ← (1 − 2a) crop_t + a (crop_{t−1} + crop_{t+1})`` when both neighbours
+    were generated (a frame next to a faceless one, the first and the last are left as is).
+
+    A frame is handed on as soon as it can be: at once when it will not be blended (no generated frame
+    before it, or ``a = 0``), else when its right neighbour arrives (a one-frame delay)."""
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
-        self._previous: tuple[int, Entry | None] | None = None
-        self._current: tuple[int, Entry | None] | None = None
+        self._before: Entry | None = None
+        """The entry of the last frame pushed (None: it had no face, or nothing was pushed yet)."""
+        self._pending: tuple[int, Entry, Entry] | None = None
+        """(t, entry, its left neighbour's entry) of a frame that waits for its right neighbour."""
 
-    def _blend(
-        self, before: tuple[int, Entry | None] | None, current: tuple[int, Entry | None], after: Entry | None
-    ) -> Ready:
-        t, entry = current
-        if entry is None:
-            return t, None, None, None
+    def _blend(self, t: int, entry: Entry, before: Entry, after: Entry | None) -> Ready:
         crop, weight, box = entry
-        if self.weight > 0 and before is not None and before[1] is not None and after is not None:
+        if after is not None:
             mixed = (1 - 2 * self.weight) * crop.astype(np.float32) + self.weight * (
-                before[1][0].astype(np.float32) + after[0].astype(np.float32)
+                before[0].astype(np.float32) + after[0].astype(np.float32)
             )
             crop = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
         return t, crop, weight, box
 
     def push(self, t: int, entry: Entry | None) -> list[Ready]:
-        """Add frame t; returns the frame before it, now that its right neighbour is known."""
+        """Add frame t (``entry`` None: no face); returns the frames that are now final, in order."""
         ready = []
-        if self._current is not None:
-            ready.append(self._blend(self._previous, self._current, entry))
-            self._previous = self._current
-        self._current = (t, entry)
+        if self._pending is not None:
+            ready.append(self._blend(*self._pending, entry))
+            self._pending = None
+        if entry is None:
+            ready.append((t, None, None, None))
+        elif self.weight > 0 and self._before is not None:
+            self._pending = (t, entry, self._before)
+        else:
+            ready.append((t, *entry))
+        self._before = entry
         return ready
 
     def flush(self) -> list[Ready]:
-        """The last frame (it has no right neighbour)."""
-        ready = [self._blend(self._previous, self._current, None)] if self._current is not None else []
-        self._previous = self._current = None
+        """The frame still waiting (the last one has no right neighbour: left as is)."""
+        ready = [self._blend(*self._pending, None)] if self._pending is not None else []
+        self._pending = self._before = None
         return ready
 
 
-def compose_frame(frames: ReferenceFrames, driving: DrivingAudio, ready: Ready) -> tuple[np.ndarray, bool]:
+def compose_frame(frames: ReferenceFrames, driving: Driving, ready: Ready) -> tuple[np.ndarray, bool]:
     """Output frame t of ``ready``: its source frame with the generated mouth pasted back, or as it is
     (no face); the flag says whether a mouth was generated."""
     t, crop, weight, box = ready
-    frame = frames[int(driving.source_index[t])]
+    frame = frames[driving.source(t)]
     if crop is None or weight is None or box is None:
         return frame, False
     return paste_back(frame, crop, box, weight), True
@@ -279,7 +312,7 @@ class TalkingHeadPipeline:
             raise ValueError("call set_reference(video_or_photo) before generate(audio, output)")
         return self.reference
 
-    def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Yield ``(frame, generated)`` per output frame, in order: uint8 ``(H, W, 3)`` before the watermark,
         and whether its mouth was generated (False: no face, passed through untouched)."""
         raise NotImplementedError
@@ -287,6 +320,55 @@ class TalkingHeadPipeline:
     def provenance(self, options: GenerateOptions) -> dict[str, Any]:
         """Extra fields recorded in the output's provenance tags."""
         return {"method": self.method, "reference": self.track().path.name, "seed": options.seed}
+
+    def stream(self, chunks: Iterable[np.ndarray], options: GenerateOptions | None = None) -> Iterator[StreamedFrame]:
+        """Dub the reference with speech that is still arriving; yields each frame as soon as it is made.
+
+        ``chunks``: float32 16 kHz mono sample arrays in order, any sizes (a microphone, a socket,
+        :func:`~difftalk.pipeline.streaming.read_chunks` of a file or stdin). A frame follows its audio by
+        the model's audio context plus a small feature margin (about 0.64 s for the demo model) and the
+        sampling time; memory stays flat however long the stream runs. The output follows the audio's
+        length (``options.length`` is ignored); use ``lanes=1`` (the default) for the lowest latency.
+        """
+        from difftalk.io.watermark import embed_watermark
+        from difftalk.pipeline.streaming import StreamingAudio
+
+        options = options or self._reference_options or GenerateOptions()
+        track = self.track()
+        driving = StreamingAudio(chunks, track.num_frames, self.feature_backend, options, FPS)
+        for index, (frame, generated) in enumerate(self.iter_frames(driving, options)):
+            image = embed_watermark(frame, WATERMARK_PAYLOAD) if options.watermark else frame
+            yield StreamedFrame(index, image, generated, driving.audio_until(index + 1))
+
+    def stream_to_file(
+        self, chunks: Iterable[np.ndarray], output: str | Path, options: GenerateOptions | None = None
+    ) -> GenerationResult:
+        """:meth:`stream` into an MP4 (H.264 + the streamed audio as AAC, watermark and provenance tags),
+        written as the frames come; the file appears (atomically) when the stream ends."""
+        from difftalk.io.watermark import provenance_tags
+
+        options = options or self._reference_options or GenerateOptions()
+        start = time.perf_counter()
+        output = resolve_output_path(output, self.track().path, "stream.wav")
+        metadata = provenance_tags(
+            self.model_name, self.provenance(options), payload=WATERMARK_PAYLOAD if options.watermark else None
+        )
+        generated, first, count = 0, float("nan"), 0
+        bar = tqdm(desc=f"{self.method} (stream)", unit="frame", disable=not options.progress)
+        with VideoWriter(output, fps=FPS, sample_rate=SAMPLE_RATE, crf=options.crf, metadata=metadata,
+                         streamed_audio_channels=1) as writer:  # fmt: skip
+            for item in self.stream(chunks, options):
+                writer.append_audio(item.audio)
+                writer.write(item.image)
+                generated += item.generated
+                count += 1
+                if count == 1:
+                    first = time.perf_counter() - start
+                bar.update()
+        bar.close()
+        seconds = time.perf_counter() - start
+        logger.info("wrote %s: %d streamed frames, %.2f frames/s", output, count, count / max(seconds, 1e-9))
+        return GenerationResult(output, count, count / FPS, generated, seconds, first)
 
     def generate(
         self, audio: str | Path | np.ndarray, output: str | Path, options: GenerateOptions | None = None
@@ -314,12 +396,14 @@ class TalkingHeadPipeline:
         metadata = provenance_tags(
             self.model_name, self.provenance(options), payload=WATERMARK_PAYLOAD if options.watermark else None
         )
-        generated = 0
+        generated, first = 0, float("nan")
         bar = tqdm(total=driving.num_frames, desc=self.method, unit="frame", disable=not options.progress)
         with VideoWriter(output, fps=FPS, audio=sound, sample_rate=rate, crf=options.crf, metadata=metadata) as writer:
-            for frame, was_generated in self.iter_frames(driving, options):
+            for index, (frame, was_generated) in enumerate(self.iter_frames(driving, options)):
                 writer.write(embed_watermark(frame, WATERMARK_PAYLOAD) if options.watermark else frame)
                 generated += was_generated
+                if index == 0:
+                    first = time.perf_counter() - start
                 bar.update()
         bar.close()
         seconds = time.perf_counter() - start
@@ -332,4 +416,4 @@ class TalkingHeadPipeline:
             generated,
             num_frames / max(seconds, 1e-9),
         )
-        return GenerationResult(output, num_frames, num_frames / FPS, generated, seconds)
+        return GenerationResult(output, num_frames, num_frames / FPS, generated, seconds, first)

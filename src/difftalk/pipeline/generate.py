@@ -28,12 +28,13 @@ import torch
 
 from difftalk.data.masks import apply_mask, latent_mask
 from difftalk.data.transforms import to_tensor, to_uint8
-from difftalk.diffusion.ddim import randn, sample_ddim
+from difftalk.diffusion import DISTILLED_ONLY
+from difftalk.diffusion.sampling import make_scheduler, randn, sample_masked
 from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
 from difftalk.pipeline.base import (
     FPS,
     WATERMARK_PAYLOAD,
-    DrivingAudio,
+    Driving,
     Entry,
     GenerationResult,
     TalkingHeadPipeline,
@@ -71,11 +72,19 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         model_name: str = "difftalk",
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        default_sampler: str = "ddim",
+        distilled: bool = False,
+        sampler_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(feature_backend, model.config.audio_encoder.feature_dim, model_name, device, dtype)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.default_steps = default_steps
-        self._checked_steps: set[int | None] = set()
+        self.default_sampler = default_sampler
+        self.distilled = distilled
+        """A ``difftalk distill`` student (few-step sampling is what it was trained for)."""
+        self.sampler_settings = dict(sampler_settings or {})
+        """Scheduler constructor settings the checkpoint records (a student: ``original_inference_steps``)."""
+        self._checked: set[tuple[int | None, str]] = set()
 
     @classmethod
     def from_pretrained(
@@ -87,8 +96,18 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         local = resolve_checkpoint_dir(directory)  # a folder or a hub repo id, resolved once
         model = DiffTalkModel.from_pretrained(local)
         backend = feature_backend_of(local, DiffTalkModel.KIND, model.config.audio_encoder.feature_dim)
-        steps = int(read_checkpoint_meta(local, DiffTalkModel.KIND).get("extra", {}).get("sampler_steps", 50))
-        return cls(model, backend, steps, str(directory), device=device, dtype=dtype)
+        extra = read_checkpoint_meta(local, DiffTalkModel.KIND).get("extra", {})
+        return cls(
+            model,
+            backend,
+            int(extra.get("sampler_steps", 50)),
+            str(directory),
+            device=device,
+            dtype=dtype,
+            default_sampler=str(extra.get("sampler", "ddim")),
+            distilled=bool(extra.get("distilled", False)),
+            sampler_settings=dict(extra.get("sampler_settings", {})),
+        )
 
     def optimize(self, channels_last: bool = True, compile_unet: bool = False) -> DiffTalkPipeline:
         """Speed switches for GPUs: channels-last memory layout and ``torch.compile`` of the UNet.
@@ -101,14 +120,39 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             self.model.unet = torch.compile(self.model.unet, dynamic=False)
         return self
 
-    def check_steps(self, steps: int | None) -> None:
-        """Refuse < 1 DDIM steps; warn (once per pipeline and value) below the checkpoint's recommended count."""
-        if steps not in self._checked_steps:
-            check_num_steps(steps, self.default_steps)
-            self._checked_steps.add(steps)
+    def sampler_of(self, options: GenerateOptions) -> str:
+        """The sampler a run uses: ``options.sampler``, else the checkpoint's."""
+        return options.sampler or self.default_sampler
+
+    def check_steps(self, steps: int | None, sampler: str | None = None) -> None:
+        """Refuse < 1 steps; warn (once per pipeline and value) below the checkpoint's recommended count, and
+        about a sampler that does not fit the checkpoint (``lcm`` on a model that was not distilled, or the
+        other way round)."""
+        sampler = sampler or self.default_sampler
+        if (steps, sampler) in self._checked:
+            return
+        check_num_steps(steps, self.default_steps, self.distilled)
+        if (sampler in DISTILLED_ONLY) != self.distilled:
+            logger.warning(
+                "sampler %r on %s: %s; use --sampler %s (or leave --sampler out)",
+                sampler,
+                "a distilled student" if self.distilled else "a model that was not distilled",
+                "a student is sampled by the rule it was distilled for"
+                if self.distilled
+                else f"{sampler} needs a `difftalk distill` student",
+                self.default_sampler,
+            )
+        self._checked.add((steps, sampler))
+
+    def make_scheduler(self, options: GenerateOptions) -> Any:
+        """A fresh diffusers scheduler for one sampling call (they keep per-run state)."""
+        sampler = self.sampler_of(options)
+        settings = self.sampler_settings if sampler == self.default_sampler else {}
+        return make_scheduler(sampler, self.model.alphas_cumprod, **settings)
 
     def provenance(self, options: GenerateOptions) -> dict[str, Any]:
-        return {**super().provenance(options), "steps": options.num_steps or self.default_steps}
+        steps = options.num_steps or self.default_steps
+        return {**super().provenance(options), "steps": steps, "sampler": self.sampler_of(options)}
 
     @torch.no_grad()
     def _generate_batch(
@@ -121,7 +165,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         generator: torch.Generator,
         reference_residual: torch.Tensor | None = None,
     ) -> tuple[list[np.ndarray], torch.Tensor]:
-        """Masked-z_T DDIM for a batch of frames; returns (uint8 crops, the next references ``(B, C, h, w)``).
+        """Masked-z_T sampling (``options.sampler``) for a batch of frames.
+
+        Returns (uint8 crops, the next references ``(B, C, h, w)``).
 
         ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or what the previous frame
         passed on). The next references follow ``options.reference_update`` (``composite``: the encoded real
@@ -150,10 +196,10 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         if shared:  # the same draws for every batch: a generator seeded anew, one draw broadcast over frames
             generator = torch.Generator().manual_seed(options.seed)
         noise = randn((1, *known.shape[1:]) if shared else tuple(known.shape), generator, device, dtype)
-        latents = sample_ddim(
+        latents = sample_masked(
             model.make_denoiser(conditions),
             noise.expand_as(known),
-            alphas_cumprod=model.alphas_cumprod,
+            scheduler=self.make_scheduler(options),
             num_steps=steps,
             eta=options.eta,
             mouth_mask=mouth,
@@ -177,7 +223,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         image = to_tensor(crop[None]).to(self.device, self.dtype)
         return image - self.model.decode_latents(self.model.encode_frames(image))
 
-    def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
         after the other (progressive reference within the lane); the lanes run as one batch.
 
@@ -185,33 +231,41 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         (``options.reference_update``: the real crop with the generated mouth pasted in, encoded; or the
         generated latent), so nothing outside the mouth drifts along the chain. Across
         super-chunks lane 0 continues from the frame just before it and lanes 1+ continue their own chains;
-        a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference."""
+        a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference.
+
+        Frames are yielded as soon as they and every frame before them are made (with one lane: each frame
+        right after its own sampling), so the first frame does not wait for a whole chunk."""
         track = self.track()
         size = self.model.config.autoencoder.image_size
         context = self.model.config.audio_encoder.context_frames
         steps = options.num_steps or self.default_steps
-        self.check_steps(options.num_steps)
+        self.check_steps(options.num_steps, options.sampler)
         generator = torch.Generator().manual_seed(options.seed)
         frames = ReferenceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         fixed_reference = crop_inputs(frames[first], track, first, size)["crop"]
         fixed_latent = self.model.encode_frames(to_tensor(fixed_reference[None]).to(self.device, self.dtype))[0]
         residual = self._reconstruction_error(fixed_reference) if options.colour_fix else None
-        total, lanes, chunk = driving.num_frames, options.lanes, options.chunk
+        lanes, chunk = options.lanes, options.chunk
         span = lanes * chunk
         previous: list[torch.Tensor | None] = [None] * lanes
         smoother = TemporalBlend(options.temporal_smoothing)
 
-        for base in range(0, total, span):
+        base = 0
+        while driving.has_frame(base):
+            end = base + span  # (a last super-chunk may stop earlier: then no later chunk needs its last latent)
             results: dict[int, Entry] = {}
+            done: set[int] = set()
+            cursor = base  # frames before it were handed on, in order, as soon as they and all before were done
             last_latent: torch.Tensor | None = None
             for j in range(chunk):
                 todo, lane_of, refs = [], [], []
                 for lane in range(lanes):
                     t = base + lane * chunk + j
-                    if t >= total:
+                    if not driving.has_frame(t):
                         continue
-                    source = int(driving.source_index[t])
+                    done.add(t)
+                    source = driving.source(t)
                     if not track.found[source]:
                         previous[lane] = None  # the next face starts again from the fixed reference
                         continue
@@ -221,21 +275,25 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     lane_of.append(lane)
                     reference = previous[lane] if options.progressive_reference else None
                     refs.append(reference if reference is not None else fixed_latent)
-                if not todo:
-                    continue
-                windows = driving.windows(np.array([it["t"] for it in todo]), context)
-                crops, latents = self._generate_batch(
-                    todo, torch.stack(refs), windows, steps, options, generator, residual
-                )
-                for item, lane, crop, latent in zip(todo, lane_of, crops, latents, strict=True):
-                    results[item["t"]] = (crop, paste_weight(item["landmarks"], size, options.feather), item["box"])
-                    previous[lane] = latent
-                    if item["t"] == min(base + span, total) - 1:
-                        last_latent = latent
+                if todo:
+                    windows = driving.windows(np.array([it["t"] for it in todo]), context)
+                    crops, latents = self._generate_batch(
+                        todo, torch.stack(refs), windows, steps, options, generator, residual
+                    )
+                    for item, lane, crop, latent in zip(todo, lane_of, crops, latents, strict=True):
+                        weight = paste_weight(item["landmarks"], size, options.feather)
+                        results[item["t"]] = (crop, weight, item["box"])
+                        previous[lane] = latent
+                        if item["t"] == end - 1:
+                            last_latent = latent
+                # lane 0's frames are done in order: hand them on now, not when the whole super-chunk is done
+                while cursor < end and cursor in done:
+                    for ready in smoother.push(cursor, results.pop(cursor, None)):
+                        yield compose_frame(frames, driving, ready)
+                    cursor += 1
             # lane 0 of the next super-chunk continues from this one's last frame; the others keep their chains
             previous[0] = last_latent
-            for t in range(base, min(base + span, total)):
-                for ready in smoother.push(t, results.get(t)):
-                    yield compose_frame(frames, driving, ready)
+            base += span
+            driving.release(base, context)
         for ready in smoother.flush():
             yield compose_frame(frames, driving, ready)

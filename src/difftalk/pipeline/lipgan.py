@@ -35,6 +35,7 @@ from difftalk.data.transforms import to_tensor, to_uint8
 from difftalk.models.lipgan import LipGANGenerator
 from difftalk.pipeline.base import (
     FPS,
+    Driving,
     DrivingAudio,
     Entry,
     GenerationResult,
@@ -96,7 +97,7 @@ class LipGANPipeline(TalkingHeadPipeline):
         audio = torch.from_numpy(windows).to(device, dtype)
         return list(to_uint8(self.generator(apply_mask(frames, mask), references, audio)))
 
-    def iter_frames(self, driving: DrivingAudio, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Frames in batches of ``lanes · chunk``; each frame's mouth comes from the generator in one pass."""
         track = self.track()
         config = self.generator.config
@@ -104,13 +105,15 @@ class LipGANPipeline(TalkingHeadPipeline):
         frames = ReferenceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         reference = crop_inputs(frames[first], track, first, size)["crop"]
-        batch, total = options.lanes * options.chunk, driving.num_frames
+        batch = options.lanes * options.chunk
         smoother = TemporalBlend(options.temporal_smoothing)
 
-        for base in range(0, total, batch):
+        base = 0
+        while driving.has_frame(base):
+            present = [t for t in range(base, base + batch) if driving.has_frame(t)]
             times, items = [], []
-            for t in range(base, min(base + batch, total)):
-                source = int(driving.source_index[t])
+            for t in present:
+                source = driving.source(t)
                 if track.found[source]:
                     times.append(t)
                     items.append(crop_inputs(frames[source], track, source, size))
@@ -122,9 +125,11 @@ class LipGANPipeline(TalkingHeadPipeline):
                 )
                 for t, crop, item in zip(times, generated, items, strict=True):
                     results[t] = (crop, paste_weight(item["landmarks"], size, options.feather), item["box"])
-            for t in range(base, min(base + batch, total)):
+            for t in present:
                 for ready in smoother.push(t, results.get(t)):
                     yield compose_frame(frames, driving, ready)
+            base += batch
+            driving.release(base, context)
         for ready in smoother.flush():
             yield compose_frame(frames, driving, ready)
 

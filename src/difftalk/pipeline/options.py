@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from difftalk.diffusion import SAMPLERS
+
 logger = logging.getLogger(__name__)
 
 MIN_USEFUL_STEPS = 4
@@ -17,9 +19,13 @@ class GenerateOptions:
     """How a talking-head video is generated; every field has a sensible default."""
 
     num_steps: int | None = None
-    """DDIM steps; None = the checkpoint's sampler setting."""
+    """Sampling steps (denoiser calls per frame); None = the checkpoint's setting."""
+    sampler: str | None = None
+    """Update rule (``difftalk.diffusion.SAMPLERS``): ``ddim`` (the paper's), ``dpmpp`` (DPM-Solver++ 2M),
+    ``unipc``, or ``lcm`` (a ``difftalk distill`` student only); None = the checkpoint's (``ddim`` for a
+    model trained by ``difftalk train``)."""
     eta: float = 0.0
-    """DDIM η."""
+    """DDIM η (the other samplers ignore it)."""
     progressive_reference: bool = True
     """Use each generated frame as the reference of the next one (paper §3.3); off = the fixed reference."""
     reference_update: Literal["composite", "latent"] = "composite"
@@ -52,6 +58,10 @@ class GenerateOptions:
     which the model has learned as a closed mouth."""
     landmarks: Literal["auto", "detector", "ground_truth"] = "auto"
     """``auto``: the synthetic benchmark's ground truth when the reference is one of its videos, else dlib."""
+    detector: Literal["hog", "cnn"] = "hog"
+    """dlib face detector for the reference (as ``difftalk preprocess --detector``; use the one the training
+    clips were prepared with, so the reference is cropped like them): ``hog`` (fast) or ``cnn`` (more
+    pose-robust, much slower)."""
     colour_fix: bool = True
     """Remove the autoencoder's colour cast from generated mouths (``pipeline.colour``; measured
     outside the mouth and on the reference frame, never on the mouth being replaced). Off = the
@@ -68,21 +78,26 @@ class GenerateOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
         if self.lanes < 1 or self.chunk < 1:
             raise ValueError(f"lanes and chunk must be >= 1, got {self.lanes}, {self.chunk}")
         if not 0.0 <= self.temporal_smoothing <= 0.5:
             raise ValueError(f"temporal_smoothing must be in [0, 0.5], got {self.temporal_smoothing}")
+        if self.detector not in ("hog", "cnn"):
+            raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64, got {self.max_side}")
 
 
-def check_num_steps(steps: int | None, recommended: int) -> None:
-    """Refuse fewer than 1 DDIM step; warn when ``steps`` is below the checkpoint's ``recommended`` count.
+def check_num_steps(steps: int | None, recommended: int, distilled: bool = False) -> None:
+    """Refuse fewer than 1 step; warn when ``steps`` is below the checkpoint's ``recommended`` count.
 
-    Below :data:`MIN_USEFUL_STEPS` (when the checkpoint itself recommends at least that many) the warning
-    says the mouth will be noise; otherwise that it will be blurrier than with the recommended count.
+    Below :data:`MIN_USEFUL_STEPS` (when the checkpoint itself recommends at least that many and was not
+    distilled for few-step sampling) the warning says the mouth will be noise; otherwise that it will be
+    blurrier than with the recommended count.
 
     Raises:
         ValueError: ``steps`` < 1.
@@ -93,9 +108,9 @@ def check_num_steps(steps: int | None, recommended: int) -> None:
         raise ValueError(f"the number of DDIM steps (--steps) must be >= 1, got {steps}")
     if steps >= recommended:
         return
-    if steps < MIN_USEFUL_STEPS <= recommended:
+    if steps < MIN_USEFUL_STEPS <= recommended and not distilled:
         logger.warning(
-            "DDIM with %d step(s) generates noise, not a mouth: a model not distilled for few-step sampling "
+            "Sampling with %d step(s) generates noise, not a mouth: a model not distilled for few-step sampling "
             "needs at least %d, and this checkpoint recommends %d; use --steps %d or more (or leave --steps out)",
             steps,
             MIN_USEFUL_STEPS,
@@ -104,7 +119,7 @@ def check_num_steps(steps: int | None, recommended: int) -> None:
         )
     else:
         logger.warning(
-            "DDIM with %d steps, fewer than the %d this checkpoint recommends: expect a blurrier, less accurate "
+            "Sampling with %d steps, fewer than the %d this checkpoint recommends: expect a blurrier, less accurate "
             "mouth (leave --steps out to use the checkpoint's setting)",
             steps,
             recommended,

@@ -1,7 +1,8 @@
 """The reference input of a generation run: a video to dub or a single photo (stage ⑥).
 
 :func:`analyze_reference` streams the reference once (25 fps) and keeps only small per-frame arrays:
-the tracked 68-point landmarks, the smoothed crop boxes and whether a face was found. Frames are
+the tracked 68-point landmarks, the smoothed crop boxes and whether a face was found, all from
+:func:`~difftalk.preprocess.track.track_face`, the function that cut the training crops. Frames are
 fetched again by index when needed (:class:`ReferenceFrames`), so memory does not grow with length.
 """
 
@@ -11,23 +12,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from difftalk.io.image import read_image
 from difftalk.io.video import MAX_PIXELS, FrameReader, VideoError, is_image_file, iter_frames, probe_video
-from difftalk.preprocess.crop import crop_box
-from difftalk.preprocess.run import box_smoothing_window, ground_truth_dir
-from difftalk.preprocess.smoothing import smooth_boxes, smooth_landmark_track
+from difftalk.preprocess.track import Detector, LandmarkSource, downscale_frame, track_face
 
 logger = logging.getLogger(__name__)
-
-NO_FACE_HINT = "use a video or photo where one face is clearly visible, roughly frontal and at least ~100 px wide"
-
-
-class NoFaceError(ValueError):
-    """The reference shows no usable face."""
 
 
 @dataclass
@@ -48,15 +39,9 @@ class ReferenceTrack:
     found: np.ndarray
     """``(N,)`` bool: a face was found in the frame (else the frame is passed through untouched)."""
     landmark_source: str
+    """``ground_truth`` (synthetic benchmark), or the dlib detector: ``hog`` or ``cnn`` (as in a clip's meta.json)."""
     still: np.ndarray | None = None
     """The photo (downscaled) when ``is_image``; a video's frames are read again by index instead."""
-
-
-def _downscale(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _scale_for(height: int, width: int, max_side: int) -> float:
@@ -80,35 +65,26 @@ class ReferenceFrames:
         if self._image is not None:
             return self._image
         assert self._reader is not None
-        return _downscale(self._reader[index], self.track.scale)
-
-
-def _detect_track(
-    frames: list[np.ndarray] | None, path: Path, fps: float, scale: float, progress: bool, thorough: bool = False
-) -> list:
-    from difftalk.preprocess.face import FaceAnalyzer, FaceTracker
-
-    if thorough and frames is not None:
-        side = max(_downscale(frames[0], scale).shape[:2])
-        analyzer = FaceAnalyzer(detect_max_side=side, upsample=1)
-    else:
-        analyzer = FaceAnalyzer()
-    tracker = FaceTracker(analyzer)
-    source = frames if frames is not None else iter_frames(path, fps)
-    track = []
-    for index, frame in enumerate(tqdm(source, desc="tracking face", unit="frame", disable=not progress)):
-        frame = _downscale(frame, scale)
-        if index == 0 and len(analyzer.detect(frame)) > 1:
-            logger.warning("%s shows several faces: lip-syncing the most prominent one", path)
-        face = tracker.update(frame)
-        track.append(None if face is None else face.landmarks)
-    return track
+        return downscale_frame(self._reader[index], self.track.scale)
 
 
 def analyze_reference(
-    path: str | Path, fps: float = 25.0, landmarks: str = "auto", max_side: int = 2048, progress: bool = True
+    path: str | Path,
+    fps: float = 25.0,
+    landmarks: LandmarkSource = "auto",
+    max_side: int = 2048,
+    progress: bool = True,
+    detector: Detector = "hog",
 ) -> ReferenceTrack:
     """Analyse the reference video or photo once (streaming; see the module docstring).
+
+    Args:
+        path: a video or photo.
+        fps: frame rate the video is read at.
+        landmarks: ``auto`` / ``ground_truth`` / ``detector`` (:func:`~difftalk.preprocess.track.track_face`).
+        max_side: frames whose longer side exceeds this are downscaled first.
+        progress: show a progress bar while tracking.
+        detector: dlib face detector, ``hog`` or ``cnn`` (as ``difftalk preprocess --detector``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -125,50 +101,34 @@ def analyze_reference(
         scale = _scale_for(image.shape[0], image.shape[1], max_side)
         if scale < 1.0:
             logger.info("reference image %dx%d downscaled by %.3f", image.shape[1], image.shape[0], scale)
-        is_image, size, frames = True, image.shape[:2], [image]
+        is_image, size, still = True, image.shape[:2], image
     else:
         info = probe_video(path)
         scale = _scale_for(info.height, info.width, max_side)
-        is_image, size, frames = False, (info.height, info.width), None
+        is_image, size, still = False, (info.height, info.width), None
         if info.num_frames <= 1:
             # A one-frame video is a photo.
-            single = next(iter_frames(path))
-            is_image, frames = True, [single]
+            is_image, still = True, next(iter_frames(path))
     size = (round(size[0] * scale), round(size[1] * scale))
-    truth = ground_truth_dir(path) if (landmarks != "detector" and not is_image) else None
-    if landmarks == "ground_truth" and truth is None:
-        raise ValueError(f"{path}: --landmarks ground_truth needs ../ground_truth/{path.stem}/landmarks.npy")
-    if truth is not None:
-        gt = np.load(truth / "landmarks.npy").astype(np.float32) * scale
-        points: list[np.ndarray | None] = list(gt)
-        source = "ground_truth"
-    else:
-        points = _detect_track(frames, path, fps, scale, progress)
-        if is_image and points[0] is None and frames is not None:
-            # A small face in a large photo: search the whole image at full resolution, upsampled.
-            points = _detect_track(frames, path, fps, scale, progress, thorough=True)
-        source = "dlib"
-    found = np.array([p is not None for p in points], dtype=bool)
-    if not found.any():
-        raise NoFaceError(f"no face found in the reference {path}; {NO_FACE_HINT}")
-    if found.mean() < 0.5:
-        logger.warning("a face was found in only %d of %d reference frames", found.sum(), len(found))
-    raw = np.stack([p if p is not None else np.full((68, 2), np.nan, np.float32) for p in points])
-    smoothed = raw if truth is not None else smooth_landmark_track(raw)
-    raw_boxes = np.full((len(points), 4), np.nan, np.float32)
-    raw_boxes[found] = np.stack([crop_box(p) for p in smoothed[found]])
-    boxes = smooth_boxes(raw_boxes, window=box_smoothing_window(fps))
+    face = track_face(
+        still if still is not None else path,
+        fps,
+        landmarks=landmarks,
+        detector=detector,
+        scale=scale,
+        progress=progress,
+    )
     return ReferenceTrack(
         path=path,
         is_image=is_image,
-        num_frames=len(points),
+        num_frames=face.num_frames,
         frame_size=(int(size[0]), int(size[1])),
         scale=scale,
-        landmarks=smooth_landmark_track(smoothed, window=1),
-        boxes=boxes,
-        found=found,
-        landmark_source=source,
-        still=_downscale(frames[0], scale) if is_image and frames is not None else None,
+        landmarks=face.landmarks,
+        boxes=face.boxes,
+        found=face.found,
+        landmark_source=face.landmark_source,
+        still=downscale_frame(still, scale) if still is not None else None,
     )
 
 

@@ -10,13 +10,11 @@ see ``whisper_features``), ``precomputed`` (AD-NeRF/DeepSpeech ``(N, 16, 29)`` a
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from difftalk.constants import FPS, FeatureBackend
 from difftalk.io.audio import SAMPLE_RATE
 
-FeatureBackend = Literal["mel", "whisper", "precomputed"]
 STEPS_PER_SECOND = 50
 WINDOW = 16
 HOP = SAMPLE_RATE // STEPS_PER_SECOND  # 320 samples = 20 ms
@@ -46,7 +44,7 @@ def mel_steps(audio: np.ndarray) -> np.ndarray:
     return ((np.log(mel + 1e-5) + 5.0) / 4.0).T.astype(np.float32)
 
 
-def frame_windows(steps: np.ndarray, num_frames: int, fps: float = 25.0, window: int = WINDOW) -> np.ndarray:
+def frame_windows(steps: np.ndarray, num_frames: int, fps: float = FPS, window: int = WINDOW) -> np.ndarray:
     """Cut 50 Hz step features ``(T_steps, F)`` into per-frame windows ``(num_frames, window, F)``.
 
     Frame i's window is centred on step ``round(i * 50 / fps)``: steps ``c - window/2 … c + window/2 - 1``.
@@ -61,7 +59,7 @@ def frame_windows(steps: np.ndarray, num_frames: int, fps: float = 25.0, window:
 
 
 def compute_features(
-    audio: np.ndarray, num_frames: int, backend: FeatureBackend = "mel", fps: float = 25.0
+    audio: np.ndarray, num_frames: int, backend: FeatureBackend = "mel", fps: float = FPS
 ) -> np.ndarray:
     """Per-frame feature windows ``(num_frames, 16, F)`` float16 for 16 kHz mono ``audio``.
 
@@ -83,6 +81,16 @@ def compute_features(
     # Drop the padding again: step (pad / HOP) is time 0 of the original audio.
     first = pad // HOP
     return frame_windows(steps[first:], num_frames, fps).astype(np.float16)
+
+
+def silent_frames(audio: np.ndarray, num_frames: int, threshold_db: float, fps: float = FPS) -> np.ndarray:
+    """``(num_frames,)`` bool: the RMS of the audio within ±20 ms of the frame's time is below ``threshold_db``."""
+    half = int(0.02 * SAMPLE_RATE)
+    centres = (np.arange(num_frames) / fps * SAMPLE_RATE).astype(np.int64)
+    padded = np.pad(audio.astype(np.float64), (half, half))
+    energy = np.concatenate([[0.0], np.cumsum(padded**2)])
+    rms = np.sqrt((energy[centres + 2 * half] - energy[centres]) / (2 * half))
+    return 20 * np.log10(rms + 1e-12) < threshold_db
 
 
 def load_precomputed(path: str, num_frames: int) -> np.ndarray:

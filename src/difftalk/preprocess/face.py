@@ -2,11 +2,10 @@
 
 Stage ② (preprocess), between frame decoding and cropping (:mod:`difftalk.preprocess.crop`).
 :class:`FaceAnalyzer` wraps dlib (HOG or MMOD-CNN detector, 68-point shape predictor): set up once,
-call per frame. The main face is followed either streaming, by :class:`FaceTracker` (constant memory;
+call per frame. The main face is followed, streaming, by :class:`FaceTracker` (constant memory;
 full-frame detection only to (re)acquire the face, in between a cheap detection in a small region
-around the last box, or a landmark re-fit from the previous frame), or offline by
-:func:`track_main_face` (tracklets + Viterbi, so the choice never jumps to another person for a few
-frames). Gap filling and smoothing of the resulting tracks live in :mod:`difftalk.preprocess.smoothing`.
+around the last box, or a landmark re-fit from the previous frame). A whole video's track, gap-filled,
+smoothed and with its crop boxes, is :func:`difftalk.preprocess.track.track_face`.
 
 Licence: dlib's 68-point model (``shape_predictor_68_face_landmarks.dat``, shipped by
 face-recognition-models) is trained on iBUG 300-W and is for **non-commercial use only**.
@@ -18,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +25,6 @@ import cv2
 import numpy as np
 
 from difftalk.errors import MissingExtraError
-from difftalk.preprocess.crop import crop_box
 from difftalk.preprocess.landmarks import CONDITION_POINTS, NUM_LANDMARKS
 
 logger = logging.getLogger(__name__)
@@ -38,7 +35,6 @@ INSTALL_HINT = (
 )
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
 CNN_MODEL = "mmod_human_face_detector.dat"
-"""Points that move with speech (lips and lower jaw): smoothed separately, by default not at all."""
 
 
 def _import_dlib() -> Any:
@@ -78,18 +74,6 @@ class Face:
     box: np.ndarray
     score: float
     landmarks: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class TrackArrays:
-    """A face track as arrays, NaN rows where no face was found: ``landmarks`` ``(N, 68, 2)``, detector
-    ``boxes`` ``(N, 4)`` and square ``crop_boxes`` ``(N, 4)`` (:func:`~difftalk.preprocess.crop.crop_box`),
-    all float32 frame pixels; ``found`` ``(N,)`` bool."""
-
-    landmarks: np.ndarray
-    boxes: np.ndarray
-    crop_boxes: np.ndarray
-    found: np.ndarray
 
 
 def _model_file(folder: Path, name: str) -> str:
@@ -353,106 +337,3 @@ class FaceTracker:
         self._box_offset = (chosen.box - np.concatenate([centre, centre])) / max(radius, 1e-6)
         self._since_detect = 0
         return Face(chosen.box, chosen.score, landmarks)
-
-
-def _link_tracklets(per_frame: Sequence[Sequence[Face]], max_gap: int) -> tuple[list[list[tuple[int, int]]], int]:
-    """Greedy nearest-box linking across frames (gaps up to ``max_gap`` frames) into tracklets.
-    Returns per frame the ``(tracklet, face index)`` pairs, and the number of tracklets."""
-    last_box: list[np.ndarray] = []
-    last_seen: list[int] = []
-    active: list[int] = []
-    assignments: list[list[tuple[int, int]]] = []
-    for t, faces in enumerate(per_frame):
-        active = [k for k in active if t - last_seen[k] <= max_gap]
-        candidates = []
-        for k in active:
-            gap = t - last_seen[k]
-            for j, face in enumerate(faces):
-                dist = _distance(last_box[k], face.box)
-                if dist <= (0.5 if gap == 1 else 1.0):
-                    candidates.append((dist, k, j))
-        used_k: set[int] = set()
-        used_j: set[int] = set()
-        pairs = []
-        for _, k, j in sorted(candidates):
-            if k not in used_k and j not in used_j:
-                used_k.add(k)
-                used_j.add(j)
-                pairs.append((k, j))
-        for j in range(len(faces)):
-            if j not in used_j:
-                last_box.append(faces[j].box)
-                last_seen.append(t)
-                active.append(len(last_box) - 1)
-                pairs.append((len(last_box) - 1, j))
-        for k, j in pairs:
-            last_box[k], last_seen[k] = faces[j].box, t
-        assignments.append(pairs)
-    return assignments, len(last_box)
-
-
-def track_main_face(
-    per_frame: Sequence[Sequence[Face]],
-    frame_size: tuple[int, int] | None = None,
-    switch_penalty: float = 25.0,
-    miss_cost: float = 1.0,
-    max_gap: int = 50,
-) -> list[Face | None]:
-    """Choose one main face per frame, consistently over a whole video (offline).
-
-    Detections are linked into tracklets (nearest box, gaps up to ``max_gap`` frames). A Viterbi
-    pass then picks one tracklet per frame minimising ``Σ_t cost(k_t, t) + switch_penalty · #switches``
-    where ``cost = -prominence`` if tracklet ``k`` has a face at ``t`` (prominence = side ×
-    centrality / largest side in the video, in (0, 1]) and ``miss_cost`` if not (the frame gets None).
-    Following another person for ``L`` frames and back costs ``2 · switch_penalty``, so with the
-    defaults a brief detour never pays; a hand-over to a new person happens where the old one ends.
-
-    Args:
-        per_frame: faces per frame (e.g. :meth:`FaceAnalyzer.analyze` of every frame).
-        frame_size: ``(H, W)``; when given, central faces are preferred.
-        switch_penalty: cost of changing person, in units of missed frames.
-        miss_cost: cost of a frame in which the followed person has no detection.
-        max_gap: longest gap (frames) bridged when linking detections of one person.
-
-    Returns:
-        ``N`` entries: the main face, or None where it is not visible.
-    """
-    num_frames = len(per_frame)
-    assignments, num_tracklets = _link_tracklets(per_frame, max_gap)
-    if num_tracklets == 0:
-        return [None] * num_frames
-    prominence = [[_prominence(face.box, frame_size) for face in faces] for faces in per_frame]
-    largest = max(p for row in prominence for p in row)
-    cost = np.zeros(num_tracklets)
-    switched = np.zeros((num_frames, num_tracklets), dtype=bool)
-    best_before = np.zeros(num_frames, dtype=np.int64)
-    for t in range(num_frames):
-        unary = np.full(num_tracklets, miss_cost)
-        for k, j in assignments[t]:
-            unary[k] = -prominence[t][j] / largest
-        if t > 0:
-            best_before[t] = int(np.argmin(cost))
-            jump = cost[best_before[t]] + switch_penalty
-            switched[t] = jump < cost
-            cost = np.minimum(cost, jump)
-        cost = cost + unary
-    k = int(np.argmin(cost))
-    chosen: list[Face | None] = [None] * num_frames
-    for t in range(num_frames - 1, -1, -1):
-        chosen[t] = next((per_frame[t][j] for kk, j in assignments[t] if kk == k), None)
-        if switched[t, k]:
-            k = int(best_before[t])
-    logger.debug("main face found in %d of %d frames", sum(f is not None for f in chosen), num_frames)
-    return chosen
-
-
-def stack_track(track: Sequence[Face | None]) -> TrackArrays:
-    """Per-frame faces (None = missing) → arrays with NaN rows, plus the square crop boxes."""
-    num_frames = len(track)
-    landmarks = np.full((num_frames, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
-    boxes = np.full((num_frames, 4), np.nan, dtype=np.float32)
-    crop_boxes = np.full((num_frames, 4), np.nan, dtype=np.float32)
-    for t, face in enumerate(track):
-        if face is not None:
-            landmarks[t], boxes[t], crop_boxes[t] = face.landmarks, face.box, crop_box(face.landmarks)
-    return TrackArrays(landmarks, boxes, crop_boxes, np.array([f is not None for f in track], dtype=bool))

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from difftalk.constants import FPS
 from difftalk.io.audio import SAMPLE_RATE, load_audio
 from difftalk.io.video import VideoWriter, iter_frames
 
 logger = logging.getLogger(__name__)
 
 SUBSETS = ("RD", "WDA", "WRA")
-FPS = 25.0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from difftalk.data.clips import CLIP_META, MANIFEST
+from difftalk.constants import CLIP_META, MANIFEST
 from difftalk.io.audio import SAMPLE_RATE, save_wav
 
 JPEG_QUALITY = 95

@@ -5,7 +5,8 @@ Stage ②, the ordered stages for each video:
 1. probe — any container/codec/fps/size/rotation PyAV reads;
 2. landmarks — pass 1 over the frames resampled to 25 fps: 68 points per frame from the face tracker
    (or from the synthetic benchmark's ground truth); frames without a face are recorded, not fatal;
-3. boxes — gaps filled, square crop boxes from mouth-free landmarks, smoothed over time;
+3. boxes — gaps filled, square crop boxes from mouth-free landmarks, smoothed over time (2 and 3 are
+   :func:`~difftalk.preprocess.track.track_face`, the same function inference crops its reference with);
 4. crops — pass 2 over the frames: one JPEG per frame and crop size (memory stays flat);
 5. audio — 16 kHz mono, trimmed/padded to the video, and per-frame feature windows per backend;
 6. clip folder moved into place; then the manifest with an identity-level train/test split.
@@ -31,7 +32,7 @@ from difftalk.data.clips import CLIP_META
 from difftalk.io.audio import SAMPLE_RATE, AudioError, fit_length, load_audio
 from difftalk.io.video import VideoError, iter_frames, probe_video
 from difftalk.preprocess.audio_features import compute_features, load_precomputed
-from difftalk.preprocess.crop import crop_box, crop_image, frame_to_crop
+from difftalk.preprocess.crop import crop_image, frame_to_crop
 from difftalk.preprocess.manifest import (
     DEFAULT_IDENTITY_PATTERN,
     ClipWriter,
@@ -40,12 +41,11 @@ from difftalk.preprocess.manifest import (
     is_complete,
     write_manifest,
 )
-from difftalk.preprocess.smoothing import smooth_boxes, smooth_landmark_track
+from difftalk.preprocess.track import Detector, LandmarkSource, ground_truth_dir, track_face
 
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
-LandmarkSource = Literal["auto", "ground_truth", "detector"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class PreprocessOptions:
     """Folder with ``<video stem>.npy`` AD-NeRF/DeepSpeech arrays for the ``precomputed`` backend."""
     landmarks: LandmarkSource = "auto"
     """``auto``: synthetic ground truth when present (``../ground_truth/<stem>/landmarks.npy``), else the detector."""
-    detector: Literal["hog", "cnn"] = "hog"
+    detector: Detector = "hog"
+    """dlib face detector: ``hog`` (fast) or ``cnn`` (MMOD, more pose-robust, much slower)."""
     test_fraction: float = 0.1
     split_seed: int = 0
     identity_pattern: str = DEFAULT_IDENTITY_PATTERN
@@ -102,30 +103,6 @@ def find_videos(videos_dir: Path) -> list[Path]:
     return sorted(p for p in videos_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
 
 
-def ground_truth_dir(video: Path) -> Path | None:
-    """The synthetic benchmark's ground-truth folder of ``video``, if there is one."""
-    folder = video.parent.parent / "ground_truth" / video.stem
-    return folder if (folder / "landmarks.npy").is_file() else None
-
-
-def box_smoothing_window(fps: float) -> int:
-    """An odd Savitzky–Golay length of about 0.36 s (9 frames at 25 fps)."""
-    return max(3, round(0.36 * fps) | 1)
-
-
-def _track_landmarks(video: Path, options: PreprocessOptions, limit: int | None) -> list[np.ndarray | None]:
-    from difftalk.preprocess.face import FaceAnalyzer, FaceTracker
-
-    tracker = FaceTracker(FaceAnalyzer(detector=options.detector))
-    track: list[np.ndarray | None] = []
-    for frame in iter_frames(video, options.fps):
-        face = tracker.update(frame)
-        track.append(None if face is None else face.landmarks)
-        if limit is not None and len(track) >= limit:
-            break
-    return track
-
-
 def prepare_clip(video: Path, data_dir: Path, options: PreprocessOptions) -> ClipReport:
     """Run the stages of the module docstring for one video; failures are reported, not raised."""
     name = video.stem
@@ -137,27 +114,12 @@ def prepare_clip(video: Path, data_dir: Path, options: PreprocessOptions) -> Cli
     try:
         info = probe_video(video)
         limit = int(options.max_seconds * options.fps) if options.max_seconds > 0 else None
-        truth = ground_truth_dir(video) if options.landmarks != "detector" else None
-        if options.landmarks == "ground_truth" and truth is None:
-            raise VideoError(f"{video}: no ground_truth/{name}/landmarks.npy beside the videos folder")
-        if truth is not None:
-            gt = np.load(truth / "landmarks.npy").astype(np.float32)
-            track: list[np.ndarray | None] = list(gt[:limit] if limit else gt)
-        else:
-            track = _track_landmarks(video, options, limit)
-        found = np.array([t is not None for t in track], dtype=bool)
-        if not found.any():
-            raise VideoError(f"{video}: no face found in any of its {len(track)} frames")
-        raw = np.stack([t if t is not None else np.full((68, 2), np.nan, np.float32) for t in track])
-        # Ground truth is exact: only detected landmarks are smoothed (mouth points stay raw).
-        landmarks = raw if truth is not None else smooth_landmark_track(raw)
-        raw_boxes = np.full((len(track), 4), np.nan, np.float32)
-        raw_boxes[found] = np.stack([crop_box(points) for points in landmarks[found]])
-        boxes = smooth_boxes(raw_boxes, window=box_smoothing_window(options.fps))
-        landmarks = smooth_landmark_track(landmarks, window=1)  # fill the frames without a face
+        track = track_face(video, options.fps, landmarks=options.landmarks, detector=options.detector, max_frames=limit)
+        landmarks, boxes, found = track.landmarks, track.boxes, track.found
+        truth = ground_truth_dir(video) if track.landmark_source == "ground_truth" else None
 
         audio = load_audio(video)
-        num_frames = len(track)
+        num_frames = track.num_frames
         writer = ClipWriter(clip_dir, options.crop_sizes)
         for index, frame in enumerate(iter_frames(video, options.fps)):
             if index >= num_frames:
@@ -199,7 +161,7 @@ def prepare_clip(video: Path, data_dir: Path, options: PreprocessOptions) -> Cli
                 "audio_sample_rate": SAMPLE_RATE,
                 "feature_backends": list(options.features),
                 "faces_found": int(found[:num_frames].sum()),
-                "landmark_source": "ground_truth" if truth is not None else options.detector,
+                "landmark_source": track.landmark_source,
                 "synthetic": truth is not None,
             }
         )

@@ -24,12 +24,11 @@ from typing import Literal
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from difftalk.constants import FPS
 from difftalk.io.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-FPS = 25.0
-"""Video frame rate of the benchmark."""
 CHANNELS = ("jaw_open", "lip_spread", "lip_round", "lip_closure", "voicing")
 """Names of the five articulation channels, in array order."""
 JAW_OPEN, LIP_SPREAD, LIP_ROUND, LIP_CLOSURE, VOICING = range(5)

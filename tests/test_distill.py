@@ -1,0 +1,180 @@
+"""``difftalk distill``: the LCM parametrisation matches diffusers' LCMScheduler, a tiny distillation runs, records
+its teacher, resumes exactly, refuses another teacher, and the student samples with LCMScheduler at 1-4 steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from difftalk.checkpoint import CONFIG_NAME, weights_sha256
+from difftalk.cli import main
+from difftalk.config import ConfigError, load_config, replace
+from difftalk.diffusion.schedule import make_betas
+from difftalk.models.difftalk import DiffTalkModel
+from difftalk.train.common import STATE_NAME, load_state
+from difftalk.train.distill import boundary_scalings, consistency_function, lcm_grid, train_distill
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _lcm_scheduler(model: DiffTalkModel, original_inference_steps: int):
+    from diffusers import LCMScheduler
+
+    d = model.config.diffusion
+    return LCMScheduler(
+        num_train_timesteps=d.num_train_timesteps,
+        trained_betas=make_betas(d.beta_schedule, d.num_train_timesteps, d.beta_start, d.beta_end).numpy(),
+        prediction_type="epsilon",
+        original_inference_steps=original_inference_steps,
+    )
+
+
+def _save_teacher(directory: Path, seed: int) -> Path:
+    """A tiny random teacher whose UNet output is not zero (zero_init would make ε̂ ≡ 0)."""
+    torch.manual_seed(seed)
+    model = DiffTalkModel(load_config("tiny").model)
+    with torch.no_grad():
+        for parameter in model.unet.conv_out.parameters():
+            parameter.normal_(0, 0.02)
+    model.save_pretrained(directory, feature_backend="mel", sampler_steps=10)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    return _save_teacher(tmp_path_factory.mktemp("teacher") / "model", seed=0)
+
+
+def _config(data_dir, run_dir, teacher_dir, **overrides):
+    base = {
+        "data.data_dir": str(data_dir),
+        "distill.teacher": str(teacher_dir),
+        "distill.run_dir": str(run_dir),
+        "distill.sample_every": 0,
+        "distill.checkpoint_every": 100,
+        "distill.accelerator": "cpu",
+    }
+    return replace(load_config("tiny"), {**base, **overrides})
+
+
+def _state(run_dir: Path) -> dict:
+    return load_state(run_dir / "checkpoints" / STATE_NAME)
+
+
+def test_the_parametrisation_is_lcm_schedulers(teacher):
+    model = DiffTalkModel.from_pretrained(teacher)
+    scheduler = _lcm_scheduler(model, 50)
+    for t in (0, 1, 19, 259, 999):
+        c_skip, c_out = boundary_scalings(torch.tensor([t]))
+        expected = scheduler.get_scalings_for_boundary_condition_discrete(t)
+        assert (float(c_skip), float(c_out)) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    grid = lcm_grid(1000, 50)
+    scheduler.set_timesteps(50)
+    assert torch.equal(scheduler.timesteps, grid.flip(0))
+    for steps in (1, 2, 4):
+        scheduler.set_timesteps(steps)
+        assert set(scheduler.timesteps.tolist()) <= set(grid.tolist())
+    # f(x, t) is LCMScheduler.step's `denoised` (the last step of a schedule returns it)
+    scheduler.set_timesteps(1)
+    generator = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(2, 3, 16, 16, generator=generator), torch.randn(2, 3, 16, 16, generator=generator)
+    t = scheduler.timesteps[0]
+    denoised = scheduler.step(noise, t, latents).denoised
+    ours = consistency_function(latents, noise, t.expand(2), model.alphas_cumprod)
+    torch.testing.assert_close(ours, denoised, rtol=1e-5, atol=1e-5)
+
+
+def test_skip_off_the_grid_is_a_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match=r"distill\.skip.*multiple of .* 20"):
+        replace(load_config("tiny"), {"distill.skip": 30})
+    with pytest.raises(ConfigError, match=r"sampler_steps"):
+        replace(load_config("tiny"), {"distill.sampler_steps": 8, "distill.original_inference_steps": 4})
+
+
+@pytest.mark.slow
+def test_distillation_trains_the_student_and_records_its_teacher(prepared_dataset, teacher, tmp_path):
+    run_dir = tmp_path / "run"
+    config = _config(prepared_dataset, run_dir, teacher, **{"distill.steps": 2, "distill.sample_every": 2})
+    before = weights_sha256(teacher)
+    result = train_distill(config, progress=False)
+    assert result.step == 2 and not result.stopped_early
+    assert torch.isfinite(torch.tensor(result.last_loss)) and result.last_loss > 0
+    assert weights_sha256(teacher) == before == result.teacher_sha256  # the teacher is read, never written
+    meta = json.loads((result.model_dir / CONFIG_NAME).read_text())["extra"]
+    assert meta["teacher"] == {"sha256": weights_sha256(teacher), "path": str(teacher)}
+    assert meta["sampler"] == "lcm" and meta["sampler_steps"] == 4 and meta["distilled"] is True
+    assert meta["sampler_settings"] == {"original_inference_steps": 50} and meta["feature_backend"] == "mel"
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,lr")
+    assert (run_dir / "samples" / "step_0000002.png").stat().st_size > 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["teacher"]["sha256"] == before and info["stage"] == "distill"
+    # the student moved away from the teacher; its config is the teacher's
+    student, original = DiffTalkModel.from_pretrained(result.model_dir), DiffTalkModel.from_pretrained(teacher)
+    assert student.config == original.config
+    assert not torch.equal(student.unet.conv_out.weight, original.unet.conv_out.weight)
+    torch.testing.assert_close(student.autoencoder.state_dict(), original.autoencoder.state_dict())
+
+
+@pytest.mark.slow
+def test_resume_after_2_steps_ends_where_4_uninterrupted_steps_do(prepared_dataset, teacher, tmp_path):
+    straight = _config(prepared_dataset, tmp_path / "a", teacher, **{"distill.steps": 4})
+    train_distill(straight, progress=False)
+    half = _config(prepared_dataset, tmp_path / "b", teacher, **{"distill.steps": 2})
+    train_distill(half, progress=False)
+    assert _state(tmp_path / "b")["step"] == 2
+    train_distill(replace(half, {"distill.steps": 4}), progress=False)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])
+
+
+@pytest.mark.slow
+def test_resuming_with_another_teacher_is_refused(prepared_dataset, tmp_path):
+    first = _save_teacher(tmp_path / "teacher", seed=0)
+    config = _config(prepared_dataset, tmp_path / "run", first, **{"distill.steps": 1})
+    train_distill(config, progress=False)
+    _save_teacher(first, seed=1)  # the folder now holds other weights
+    with pytest.raises(ValueError, match=r"sha256.*resume with the teacher the run started with"):
+        train_distill(replace(config, {"distill.steps": 2}), progress=False)
+    # a fresh start with the new teacher is fine
+    assert train_distill(replace(config, {"distill.steps": 1}), resume=False, progress=False).step == 1
+
+
+def test_the_student_samples_with_lcm_scheduler(prepared_dataset, teacher, tmp_path, make_conditions):
+    config = _config(prepared_dataset, tmp_path / "run", teacher, **{"distill.steps": 1})
+    student = DiffTalkModel.from_pretrained(train_distill(config, progress=False).model_dir)
+    _, conditions = make_conditions(student, batch=2)
+    denoise = student.make_denoiser(conditions)
+    shape = conditions.masked_latents.shape
+    for steps in (1, 2, 4):
+        scheduler = _lcm_scheduler(student, config.distill.original_inference_steps)
+        scheduler.set_timesteps(steps)
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                latents = scheduler.step(denoise(latents, t.expand(shape[0])), t, latents, generator=generator)[0]
+        assert latents.shape == shape and torch.isfinite(latents).all()
+
+
+def test_cli_distill_wires_the_teacher_config_and_no_resume(monkeypatch, teacher, tmp_path):
+    from difftalk.train import distill
+
+    seen = {}
+
+    def fake(config, resume, progress):
+        seen.update(config=config, resume=resume, progress=progress)
+        return distill.DistillResult(tmp_path, 1, 0.5, False, tmp_path / "model", "0" * 64)
+
+    monkeypatch.setattr(distill, "train_distill", fake)
+    argv = ["distill", "--teacher", str(teacher), "--config", "tiny", "--set", "distill.steps=7", "--no-resume"]
+    assert main([*argv, "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    config = seen["config"]
+    assert config.distill.teacher == str(teacher) and config.distill.steps == 7
+    assert config.data.data_dir == str(tmp_path / "data") and config.distill.run_dir == str(tmp_path / "run")
+    assert seen["resume"] is False and seen["progress"] is False
