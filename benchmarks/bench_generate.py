@@ -122,7 +122,7 @@ def main() -> None:
             if spec.checkpoint not in pipes:
                 pipe = DiffTalkPipeline.from_pretrained(spec.checkpoint, device=device, dtype=DTYPES[args.dtype])
                 pipe.optimize(channels_last=args.channels_last, compile_unet=args.compile)
-                pipe.set_reference(inputs.reference, options)
+                pipe.set_source(inputs.source, options)
                 pipes[spec.checkpoint] = pipe
             timed = time_run(pipes[spec.checkpoint], spec, inputs.speech, work, options)
             logger.info(

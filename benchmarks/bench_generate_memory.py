@@ -47,7 +47,7 @@ def main() -> None:
         model = DiffTalkModel(replace(load_config("tiny").model, {"unet.zero_init": False}))
         pipe = DiffTalkPipeline(model, "mel", default_steps=1)
         options = GenerateOptions(num_steps=1, progress=False)
-        pipe.set_reference(work / "face.mp4", options)
+        pipe.set_source(work / "face.mp4", options)
         sampler = MemorySampler(interval=1.0)
         sampler.start()
         start = time.perf_counter()

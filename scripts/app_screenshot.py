@@ -79,7 +79,7 @@ def take_screenshot(
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         pair = render_synthetic_inputs(tmp / "synthetic", seconds=seconds)
-        reference = Path(shutil.copy(pair.reference, tmp / "speaker.mp4"))  # the names the page shows
+        reference = Path(shutil.copy(pair.source, tmp / "speaker.mp4"))  # the names the page shows
         speech = Path(shutil.copy(pair.speech, tmp / "new_speech.wav"))
         app, url = launch_app(AppConfig(checkpoint=checkpoint, output_dir=tmp / "out"), port=_free_port(), block=False)
         options = webdriver.ChromeOptions()
@@ -91,9 +91,9 @@ def take_screenshot(
             driver.get(url)
             wait = WebDriverWait(driver, 60)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#speech input[type=file]"))
-            driver.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(str(reference))
+            driver.find_element(By.CSS_SELECTOR, "#source input[type=file]").send_keys(str(reference))
             driver.find_element(By.CSS_SELECTOR, "#speech input[type=file]").send_keys(str(speech))
-            wait.until(lambda d: "video speaker.mp4" in d.find_element(By.ID, "reference-info").text)
+            wait.until(lambda d: "video speaker.mp4" in d.find_element(By.ID, "source-info").text)
             wait.until(lambda d: "speech new_speech.wav" in d.find_element(By.ID, "speech-info").text)
             box = driver.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
             box.clear()

@@ -45,7 +45,7 @@ def main() -> None:
 
     pipe = DiffTalkPipeline.from_pretrained(args.checkpoint)
     options = demo_options(progress=False)
-    track = pipe.set_reference(photo, options)
+    track = pipe.set_source(photo, options)
     result = pipe.generate(speech, out / "astronaut_dubbed.mp4", options)
 
     box = track.boxes[0]

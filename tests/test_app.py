@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from skimage import data
 
-from difftalk.app_limits import UploadError, UploadLimits, check_reference, check_speech, check_upload
+from difftalk.app_limits import UploadError, UploadLimits, check_source, check_speech, check_upload
 from difftalk.app_logic import (
     AppConfig,
     GenerationRequest,
@@ -80,8 +80,8 @@ def media(tmp_path_factory):
 
 def test_uploads_within_the_limits_are_described(media):
     limits = UploadLimits()
-    assert check_reference(media / "face.png", limits).describe() == "photo face.png: 200×200 px, 0.1 MB"
-    video = check_reference(media / "clip.mp4", limits)
+    assert check_source(media / "face.png", limits).describe() == "photo face.png: 200×200 px, 0.1 MB"
+    video = check_source(media / "clip.mp4", limits)
     assert (video.kind, video.size) == ("video", (64, 48)) and video.seconds == pytest.approx(0.4, abs=0.05)
     assert check_speech(media / "speech.wav", limits).seconds == pytest.approx(1.0)
     assert check_upload(media / "clip.mp4", limits, "verify").kind == "video"
@@ -102,11 +102,11 @@ def _refused(check, path, limits, *fragments):
 def test_each_limit_names_the_limit_the_value_and_the_fix(media, tmp_path):
     wide = tmp_path / "wide.png"
     cv2.imwrite(str(wide), np.zeros((8, 5000, 3), np.uint8))
-    _refused(check_reference, wide, UploadLimits(), "5000×8 px", "4096 px", "Downscale", "--max-side")
-    _refused(check_reference, media / "clip.mp4", UploadLimits(max_side=32), "64×48 px", "32 px", "--max-side")
-    _refused(check_reference, media / "clip.mp4", UploadLimits(max_seconds=0.2), "0.4 s", "0.2 s", "Trim")
+    _refused(check_source, wide, UploadLimits(), "5000×8 px", "4096 px", "Downscale", "--max-side")
+    _refused(check_source, media / "clip.mp4", UploadLimits(max_side=32), "64×48 px", "32 px", "--max-side")
+    _refused(check_source, media / "clip.mp4", UploadLimits(max_seconds=0.2), "0.4 s", "0.2 s", "Trim")
     tiny = UploadLimits(max_megabytes=0.01)
-    _refused(check_reference, media / "face.png", tiny, "0.1 MB", "0.01 MB", "--max-file-mb")
+    _refused(check_source, media / "face.png", tiny, "0.1 MB", "0.01 MB", "--max-file-mb")
     long_speech = tmp_path / "long.wav"
     sf.write(long_speech, np.zeros(121 * 8000, np.float32), 8000)
     _refused(check_speech, long_speech, UploadLimits(), "121.0 s long", "limit is 120 s", "--max-seconds")
@@ -116,20 +116,20 @@ def test_empty_corrupt_silent_and_wrong_uploads_are_clear_messages(media, tmp_pa
     limits = UploadLimits()
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    _refused(check_reference, empty, limits, "'empty.mp4' is empty (0 bytes)")
+    _refused(check_source, empty, limits, "'empty.mp4' is empty (0 bytes)")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
-    _refused(check_reference, broken, limits, "'broken.mp4' cannot be read as a video or photo")
+    _refused(check_source, broken, limits, "'broken.mp4' cannot be read as a video or photo")
     fake_photo = tmp_path / "photo.jpg"
     fake_photo.write_text("not an image")
-    _refused(check_reference, fake_photo, limits, "'photo.jpg' cannot be read", "PNG or JPEG")
+    _refused(check_source, fake_photo, limits, "'photo.jpg' cannot be read", "PNG or JPEG")
     _refused(check_speech, media / "silent.wav", limits, "is silent", "dBFS", "speech in it")
     _refused(check_speech, broken, limits, "'broken.mp4' cannot be used")
     no_audio = tmp_path / "mute.mp4"
     with VideoWriter(no_audio, fps=25) as writer:
         writer.write(np.zeros((16, 16, 3), np.uint8))
     _refused(check_speech, no_audio, limits, "has no audio track")
-    with pytest.raises(UploadError, match="no reference"):
+    with pytest.raises(UploadError, match="no source"):
         resolve_inputs(GenerationRequest(speech=str(media / "speech.wav")), AppConfig())
     with pytest.raises(UploadError, match="no file"):
         verify_upload(None, limits)
@@ -140,13 +140,13 @@ def test_empty_corrupt_silent_and_wrong_uploads_are_clear_messages(media, tmp_pa
 
 
 @needs_dlib
-def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_reference(tiny_checkpoint, media, tmp_path):
+def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(tiny_checkpoint, media, tmp_path):
     import torch
 
     config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out")
     cache = PipelineCache()
     stages = []
-    request = GenerationRequest(reference=str(media / "face.png"), speech=str(media / "speech.wav"), steps=2)
+    request = GenerationRequest(source=str(media / "face.png"), speech=str(media / "speech.wav"), steps=2)
     result = run_generation(request, config, cache, lambda fraction, desc: stages.append(desc))
     assert result.video.parent == tmp_path / "out" and result.video.suffix == ".mp4"
     info = probe_video(result.video)
@@ -158,10 +158,10 @@ def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_reference(tiny_c
     assert "photo face.png" in result.summary and any("fewer than the 25" in w for w in result.warnings)
     assert stages[0] == "checking the inputs" and "generating" in stages
     assert "watermark FOUND" in verify_upload(str(result.video), config.limits)
-    # the same reference again (as the next click would): the loaded model and its analysis are reused
+    # the same source again (as the next click would): the loaded model and its analysis are reused
     options = generate_options(replace(request, seed=1))
     pipe = cache.prepare(str(tiny_checkpoint), "cpu", torch.float32, media / "face.png", options)
-    assert pipe.reference is not None and (cache.loads, cache.analyses) == (1, 1)
+    assert pipe.source is not None and (cache.loads, cache.analyses) == (1, 1)
     with pytest.raises(ValueError, match="unknown sampler"):
         run_generation(replace(request, sampler="PLMS"), config, cache)
 
@@ -171,11 +171,11 @@ def test_the_synthetic_identity_is_rendered_once_with_its_landmarks(tmp_path):
 
     assert GenerationRequest().synthetic_seed == DEMO_SEED
     config = AppConfig(output_dir=tmp_path)
-    reference, speech, checked = resolve_inputs(GenerationRequest(synthetic=True, synthetic_seed=5), config)
-    assert reference.is_file() and speech.is_file() and checked == []
-    assert (reference.parent.parent / "ground_truth" / reference.stem / "landmarks.npy").is_file()
-    assert probe_video(reference).duration == pytest.approx(4.0, abs=0.05)
-    assert resolve_inputs(GenerationRequest(synthetic=True, synthetic_seed=5), config)[0] == reference
+    source, speech, checked = resolve_inputs(GenerationRequest(synthetic=True, synthetic_seed=5), config)
+    assert source.is_file() and speech.is_file() and checked == []
+    assert (source.parent.parent / "ground_truth" / source.stem / "landmarks.npy").is_file()
+    assert probe_video(source).duration == pytest.approx(4.0, abs=0.05)
+    assert resolve_inputs(GenerationRequest(synthetic=True, synthetic_seed=5), config)[0] == source
 
 
 def test_user_errors_become_gradio_errors_and_a_missing_gradio_names_the_extra(monkeypatch, caplog):
@@ -227,7 +227,7 @@ def test_the_page_uploads_generates_and_plays_the_video_in_headless_chromium(tin
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#speech input[type=file]"))
-        driver.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(str(media / "face.png"))
+        driver.find_element(By.CSS_SELECTOR, "#source input[type=file]").send_keys(str(media / "face.png"))
         # a refused upload: described at once, and generating shows the message (not a traceback)
         driver.find_element(By.CSS_SELECTOR, "#speech input[type=file]").send_keys(str(media / "silent.wav"))
         wait.until(lambda d: "'silent.wav' is silent" in d.find_element(By.ID, "speech-info").text)
@@ -237,7 +237,7 @@ def test_the_page_uploads_generates_and_plays_the_video_in_headless_chromium(tin
         driver.find_element(By.CSS_SELECTOR, "#speech button[aria-label=Clear]").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#speech input[type=file]"))
         driver.find_element(By.CSS_SELECTOR, "#speech input[type=file]").send_keys(str(media / "speech.wav"))
-        wait.until(lambda d: "photo face.png: 200×200 px" in d.find_element(By.ID, "reference-info").text)
+        wait.until(lambda d: "photo face.png: 200×200 px" in d.find_element(By.ID, "source-info").text)
         wait.until(lambda d: "speech speech.wav: 1.0 s" in d.find_element(By.ID, "speech-info").text)
         steps = driver.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
         steps.clear()

@@ -33,12 +33,12 @@ def inputs(tmp_path):
 
 def test_a_csv_job_list_resolves_paths_against_its_folder_and_parses_options(inputs):
     (inputs / "jobs.csv").write_text(
-        "reference,audio,output,steps,noise,progressive_reference\n"
+        "source,audio,output,steps,noise,progressive_reference\n"
         "clips/anna.png,hello.wav,out/a.mp4,12,shared,false\n"
         "clips/anna.png, bye.wav ,,,,\n"
     )
     jobs = load_jobs(inputs / "jobs.csv", default_output=inputs / "default/")
-    assert [j.reference for j in jobs] == [inputs / "clips" / "anna.png"] * 2
+    assert [j.source for j in jobs] == [inputs / "clips" / "anna.png"] * 2
     assert jobs[0].output == inputs / "out" / "a.mp4"
     assert jobs[0].options == {"num_steps": 12, "noise": "shared", "progressive_reference": False}
     assert jobs[1].output == inputs / "default" / "anna_bye.mp4" and jobs[1].options == {}
@@ -46,6 +46,7 @@ def test_a_csv_job_list_resolves_paths_against_its_folder_and_parses_options(inp
 
 
 def test_a_yaml_job_list_takes_defaults_and_an_output_folder(inputs):
+    # 'reference' is the source's name in earlier versions: still read
     (inputs / "jobs.yaml").write_text(
         "defaults: {steps: 8, seed: 3}\n"
         "jobs:\n"
@@ -60,15 +61,16 @@ def test_a_yaml_job_list_takes_defaults_and_an_output_folder(inputs):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("reference,audio,output,stpes\nclips/anna.png,hello.wav,a.mp4,3\n", "unknown job option 'stpes'"),
-        ("reference,audio,output,noise\nclips/anna.png,hello.wav,a.mp4,loud\n", "line 2: noise: must be one of"),
-        ("reference,audio,output,steps\nclips/anna.png,hello.wav,a.mp4,0\n", "num_steps must be >= 1"),
-        ("reference,audio,output,watermark\nclips/anna.png,hello.wav,a.mp4,false\n", "unknown job option"),
-        ("reference,audio,output\nclips/anna.png,hello.wav,\n", "line 2: no output given"),
-        ("reference,audio\nclips/anna.png,hello.wav\nclips/anna.png,hello.wav\n", "both write"),
-        ("reference,audio,output\nclips/bob.png,hello.wav,a.mp4\n", "line 2: reference"),
-        ("reference,output\nclips/anna.png,a.mp4\n", "needs a header row"),
-        ("reference,audio,output\n", "the job list is empty"),
+        ("source,audio,output,stpes\nclips/anna.png,hello.wav,a.mp4,3\n", "unknown job option 'stpes'"),
+        ("source,audio,output,noise\nclips/anna.png,hello.wav,a.mp4,loud\n", "line 2: noise: must be one of"),
+        ("source,audio,output,steps\nclips/anna.png,hello.wav,a.mp4,0\n", "num_steps must be >= 1"),
+        ("source,audio,output,watermark\nclips/anna.png,hello.wav,a.mp4,false\n", "unknown job option"),
+        ("source,audio,output\nclips/anna.png,hello.wav,\n", "line 2: no output given"),
+        ("source,audio\nclips/anna.png,hello.wav\nclips/anna.png,hello.wav\n", "both write"),
+        ("source,audio,output\nclips/bob.png,hello.wav,a.mp4\n", "line 2: source"),
+        ("source,output\nclips/anna.png,a.mp4\n", "needs a header row"),
+        ("source,reference,audio,output\nclips/anna.png,clips/anna.png,hello.wav,a.mp4\n", "not both"),
+        ("source,audio,output\n", "the job list is empty"),
     ],
 )
 def test_a_bad_job_list_is_refused_before_any_work_with_the_row_named(inputs, text, message):
@@ -103,7 +105,7 @@ def test_a_batch_loads_once_reports_a_failing_job_and_resumes(inputs, tiny_check
     loads, analyses = [], []
     real_load, real_analyze = (
         difftalk.pipeline.generate.DiffTalkModel.from_pretrained,
-        difftalk.pipeline.base.analyze_reference,
+        difftalk.pipeline.base.analyze_source,
     )
     monkeypatch.setattr(
         difftalk.pipeline.generate.DiffTalkModel,
@@ -111,7 +113,7 @@ def test_a_batch_loads_once_reports_a_failing_job_and_resumes(inputs, tiny_check
         lambda *a, **k: loads.append(1) or real_load(*a, **k),
     )
     monkeypatch.setattr(
-        difftalk.pipeline.base, "analyze_reference", lambda *a, **k: analyses.append(a[0]) or real_analyze(*a, **k)
+        difftalk.pipeline.base, "analyze_source", lambda *a, **k: analyses.append(a[0]) or real_analyze(*a, **k)
     )
     (inputs / "jobs.csv").write_text(
         "reference,audio,output,seed\n"
@@ -140,7 +142,7 @@ def test_a_batch_loads_once_reports_a_failing_job_and_resumes(inputs, tiny_check
 
     # several --audio for one reference: one model, one analysis, one video per audio
     loads.clear(), analyses.clear()
-    many = ["generate", "--reference", str(inputs / "clips" / "anna.png"), "--audio", str(inputs / "hello.wav")]
+    many = ["generate", "--source", str(inputs / "clips" / "anna.png"), "--audio", str(inputs / "hello.wav")]
     many += ["--audio", str(inputs / "bye.wav"), "-o", str(inputs / "many") + "/", "--checkpoint", str(tiny_checkpoint)]
     assert main([*many, "--device", "cpu", "--no-progress"]) == 0
     assert len(loads) == 1 and len(analyses) == 1

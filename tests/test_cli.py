@@ -147,7 +147,7 @@ def _stub_generation(monkeypatch):
     from difftalk.pipeline import DiffTalkPipeline
     from difftalk.pipeline.base import GenerationResult
 
-    monkeypatch.setattr(DiffTalkPipeline, "set_reference", lambda self, reference, options=None: None)
+    monkeypatch.setattr(DiffTalkPipeline, "set_source", lambda self, source, options=None: None)
     monkeypatch.setattr(
         DiffTalkPipeline,
         "generate",
@@ -160,7 +160,7 @@ def test_too_few_ddim_steps_are_rejected_or_warned_about(tiny_checkpoint, monkey
     monkeypatch.chdir(tmp_path)
     for name in ("face.png", "a.wav"):  # generate checks its inputs exist before loading the model
         (tmp_path / name).touch()
-    base = ["generate", "--reference", "face.png", "--audio", "a.wav", "--checkpoint", str(tiny_checkpoint)]
+    base = ["generate", "--source", "face.png", "--audio", "a.wav", "--checkpoint", str(tiny_checkpoint)]
     base += ["-o", str(tmp_path / "out.mp4"), "--device", "cpu"]
     for bad in ("0", "-3", "two"):
         with pytest.raises(SystemExit) as exit_info:
@@ -188,7 +188,7 @@ def test_a_missing_face_extra_is_one_message_naming_the_pip_command(tiny_checkpo
     cv2.imwrite(str(tmp_path / "face.png"), np.full((128, 128, 3), 128, np.uint8))
     save_wav(tmp_path / "speech.wav", np.zeros(4000, np.float32))
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError, as without the extra
-    args = ["generate", "--reference", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav")]
+    args = ["generate", "--source", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav")]
     args += ["--checkpoint", str(tiny_checkpoint), "-o", str(tmp_path / "out.mp4"), "--device", "cpu"]
     assert main(args) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -254,3 +254,17 @@ def test_set_keys_are_named_after_each_trainers_yaml_section(monkeypatch, caplog
     for command, section in (("train-syncnet", "syncnet_train"), ("train-lipgan", "lipgan_train")):
         text = " ".join(commands[command].format_help().split())
         assert f"{section}.steps=" in text and "bare field name" in text
+
+
+def test_the_source_keeps_its_earlier_name_reference_on_the_command_line_and_in_python(monkeypatch):
+    from difftalk.pipeline import DiffTalkPipeline
+
+    parser = build_parser()
+    for command in (["generate", "--checkpoint", "m"], ["stream", "--audio", "a.wav", "-o", "o.mp4"]):
+        for flag in ("--source", "--reference"):
+            assert parser.parse_args([*command, flag, "face.mp4"]).source == "face.mp4"
+    seen = []
+    monkeypatch.setattr(DiffTalkPipeline, "set_source", lambda self, source, options=None: seen.append(source))
+    with pytest.warns(DeprecationWarning, match="set_source"):
+        DiffTalkPipeline.set_reference(object.__new__(DiffTalkPipeline), "face.mp4")
+    assert seen == ["face.mp4"]

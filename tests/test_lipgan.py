@@ -193,7 +193,7 @@ def test_generate_lipgan_writes_a_dubbed_mp4_and_keeps_pixels_outside_the_mouth(
 
     # Before encoding: every changed pixel lies inside the mouth region of its frame.
     pipe = LipGANPipeline.from_pretrained(lipgan_dir)
-    track = pipe.set_reference(tmp_path / "face.mp4", options)
+    track = pipe.set_source(tmp_path / "face.mp4", options)
     driving = pipe.prepare_audio(speech, options)
     source = read_frames(tmp_path / "face.mp4", fps=25)
     size = TINY.image_size

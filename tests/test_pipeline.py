@@ -90,7 +90,7 @@ def test_silent_frames_are_detected():
 @needs_dlib
 def test_dubbing_writes_an_mp4_with_audio_of_the_right_length(checkpoint, media, tmp_path):
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    track = pipe.set_reference(media / "face.mp4", GenerateOptions(progress=False))
+    track = pipe.set_source(media / "face.mp4", GenerateOptions(progress=False))
     assert track.num_frames == 25 and track.found.all()
     result = pipe.generate(media / "speech.flac", tmp_path / "out.mp4", GenerateOptions(**FAST))
     info = probe_video(result.output)
@@ -123,7 +123,7 @@ def test_watermark_survives_reencoding(checkpoint, media, tmp_path):
 @needs_dlib
 def test_portrait_mode_and_progressive_reference_switch(checkpoint, media, tmp_path):
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    pipe.set_source(media / "photo.png", GenerateOptions(progress=False))
     a = pipe.generate(media / "speech.flac", tmp_path / "a.mp4", GenerateOptions(**FAST))
     b = pipe.generate(media / "speech.flac", tmp_path / "b.mp4", GenerateOptions(progressive_reference=False, **FAST))
     assert probe_video(a.output).num_frames == probe_video(b.output).num_frames == round(1.7 * 25)
@@ -143,7 +143,7 @@ def test_faceless_frames_pass_through_and_video_length_option(checkpoint, tmp_pa
             writer.write(canvas)
     save_wav(tmp_path / "short.wav", np.zeros(8000, np.float32))  # 0.5 s of silence
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    pipe.set_reference(tmp_path / "mixed.mp4", GenerateOptions(progress=False))
+    pipe.set_source(tmp_path / "mixed.mp4", GenerateOptions(progress=False))
     result = pipe.generate(tmp_path / "short.wav", tmp_path / "out.mp4", GenerateOptions(length="video", **FAST))
     assert result.num_frames == 20 and result.generated_frames == 16
     out, source = read_frames(result.output), read_frames(tmp_path / "mixed.mp4")
@@ -162,7 +162,7 @@ def _fails(args, caplog, message, output):
 def test_bad_inputs_give_clear_messages(checkpoint, media, tmp_path, caplog):
     out = tmp_path / "out.mp4"
     base = ["generate", "--checkpoint", str(checkpoint), "-o", str(out), "--steps", "1", "--no-progress"]
-    ref, speech = ["--reference", str(media / "face.mp4")], ["--audio", str(media / "speech.flac")]
+    ref, speech = ["--source", str(media / "face.mp4")], ["--audio", str(media / "speech.flac")]
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 100)
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
@@ -170,9 +170,9 @@ def test_bad_inputs_give_clear_messages(checkpoint, media, tmp_path, caplog):
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((300, 300, 3), 128, np.uint8))
     (tmp_path / "not_a_ckpt").mkdir()
-    _fails([*base, "--reference", str(tmp_path / "corrupt.mp4"), *speech], caplog, "not a readable video", out)
-    _fails([*base, "--reference", str(tmp_path / "missing.mp4"), *speech], caplog, "does not exist", out)
-    _fails([*base, "--reference", str(tmp_path / "speech.wav"), *speech], caplog, "no video stream", out)
+    _fails([*base, "--source", str(tmp_path / "corrupt.mp4"), *speech], caplog, "not a readable video", out)
+    _fails([*base, "--source", str(tmp_path / "missing.mp4"), *speech], caplog, "does not exist", out)
+    _fails([*base, "--source", str(tmp_path / "speech.wav"), *speech], caplog, "no video stream", out)
     _fails([*base, *ref, "--audio", str(tmp_path / "empty.wav")], caplog, "empty", out)
     _fails([*base, *ref, "--audio", str(tmp_path / "corrupt.wav")], caplog, "not a readable media file", out)
     _fails(
@@ -185,7 +185,7 @@ def test_bad_inputs_give_clear_messages(checkpoint, media, tmp_path, caplog):
     with VideoWriter(video_only, fps=25) as writer:
         writer.write(np.zeros((64, 64, 3), np.uint8))
     _fails([*base, *ref, "--audio", str(video_only)], caplog, "no audio track", out)
-    _fails([*base, "--reference", str(blank), *speech], caplog, "no face found", out)
+    _fails([*base, "--source", str(blank), *speech], caplog, "no face found", out)
     bad_ckpt = ["generate", "--checkpoint", str(tmp_path / "not_a_ckpt"), "-o", str(out), *ref, *speech]
     _fails(bad_ckpt, caplog, "not a difftalk checkpoint", out)
 
@@ -208,7 +208,7 @@ def test_odd_but_valid_inputs_give_valid_outputs(checkpoint, media, tmp_path):
             canvas[10:530, 20:540] = big
             canvas[70:470, 550:950] = crop  # face ≈ 90 px
             writer.write(canvas)
-    track = pipe.set_reference(tmp_path / "two.mp4", GenerateOptions(progress=False))
+    track = pipe.set_source(tmp_path / "two.mp4", GenerateOptions(progress=False))
     centres = (track.boxes[:, 0] + track.boxes[:, 2]) / 2
     assert track.found.all() and (centres < 540).all()
     assert pipe.generate(noise[:4000], tmp_path / "two_out.mp4", GenerateOptions(**FAST)).generated_frames == 6
@@ -285,7 +285,7 @@ def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(c
     from difftalk.pipeline.base import prepare_driving_audio
 
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    pipe.set_source(media / "photo.png", GenerateOptions(progress=False))
     flicker = {}
     for noise in ("independent", "shared"):
         options = GenerateOptions(noise=noise, progressive_reference=False, temporal_smoothing=0.0, **FAST)
@@ -304,7 +304,7 @@ def test_progressive_reference_chains_every_lane(checkpoint, media, monkeypatch,
     from difftalk.pipeline.base import prepare_driving_audio
 
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    pipe.set_source(media / "photo.png", GenerateOptions(progress=False))
     calls = []
     original = DiffTalkPipeline._generate_batch
 
@@ -392,7 +392,7 @@ def test_generated_frames_change_nothing_outside_the_lower_face(checkpoint, medi
     from difftalk.preprocess.landmarks import JAW
 
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
-    track = pipe.set_reference(media / "photo.png", GenerateOptions(progress=False))
+    track = pipe.set_source(media / "photo.png", GenerateOptions(progress=False))
     assert track.still is not None
     options = GenerateOptions(temporal_smoothing=0.0, **FAST)
     driving = prepare_driving_audio(np.zeros(3200, np.float32), track, pipe.feature_backend, options)
@@ -453,7 +453,7 @@ def test_output_keeps_the_speech_files_rate_and_channels_and_folder_outputs_get_
     t = np.arange(int(0.6 * rate)) / rate
     stereo = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
     _write_m4a(tmp_path / "speech48.m4a", stereo, rate)
-    args = ["generate", "--reference", str(media / "photo.png"), "--audio", str(tmp_path / "speech48.m4a")]
+    args = ["generate", "--source", str(media / "photo.png"), "--audio", str(tmp_path / "speech48.m4a")]
     args += ["--checkpoint", str(checkpoint), "--steps", "2", "--device", "cpu", "--no-progress"]
     assert main([*args, "-o", f"{tmp_path / 'out'}/"]) == 0
     output = tmp_path / "out" / "photo_speech48.mp4"

@@ -86,7 +86,7 @@ def setup(tmp_path_factory):
 def test_streamed_frames_equal_the_whole_files_and_come_one_by_one(setup):
     pipe = DiffTalkPipeline.from_pretrained(setup / "model")
     options = GenerateOptions(num_steps=2, progress=False, watermark=False)
-    pipe.set_reference(setup / "face.mp4", options)
+    pipe.set_source(setup / "face.mp4", options)
     audio = load_audio(setup / "speech.wav")
     driving = prepare_driving_audio(audio, pipe.track(), "mel", options)
     whole = [frame for frame, _ in pipe.iter_frames(driving, options)]
@@ -112,7 +112,7 @@ def test_streamed_frames_equal_the_whole_files_and_come_one_by_one(setup):
 def test_stream_to_file_writes_the_frames_and_the_streamed_audio(setup, tmp_path):
     pipe = DiffTalkPipeline.from_pretrained(setup / "model")
     options = GenerateOptions(num_steps=2, progress=False)
-    pipe.set_reference(setup / "face.mp4", options)
+    pipe.set_source(setup / "face.mp4", options)
     result = pipe.stream_to_file(read_chunks(setup / "speech.wav", seconds=0.1), tmp_path / "live.mp4", options)
     info = probe_video(result.output)
     assert result.num_frames == 32 and info.num_frames == 32 and 0 < result.first_frame_seconds < result.seconds
@@ -146,7 +146,7 @@ def test_stream_command_reads_pcm_on_stdin_and_writes_raw_frames_to_stdout(setup
 
     pcm = (np.clip(_speech(0.5), -1, 1) * 32767).astype("<i2").tobytes()
     monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(pcm)})())
-    argv = ["stream", "--reference", str(setup / "face.mp4"), "--audio", "-", "-o", "-"]
+    argv = ["stream", "--source", str(setup / "face.mp4"), "--audio", "-", "-o", "-"]
     assert main([*argv, "--checkpoint", str(setup / "model"), "--steps", "2", "--device", "cpu"]) == 0
     raw = capsysbinary.readouterr().out
     frames = np.frombuffer(raw, np.uint8).reshape(-1, 480, 640, 3)
@@ -157,6 +157,6 @@ def test_stream_command_writes_an_mp4_from_a_file(setup, tmp_path):
     from difftalk.cli import main
 
     out = tmp_path / "live.mp4"
-    argv = ["stream", "--reference", str(setup / "face.mp4"), "--audio", str(setup / "speech.wav"), "-o", str(out)]
+    argv = ["stream", "--source", str(setup / "face.mp4"), "--audio", str(setup / "speech.wav"), "-o", str(out)]
     assert main([*argv, "--checkpoint", str(setup / "model"), "--steps", "2", "--no-progress"]) == 0
     assert probe_video(out).num_frames == 32

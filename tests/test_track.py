@@ -12,7 +12,7 @@ from skimage import data
 
 from difftalk.data.clips import Clip
 from difftalk.io.video import VideoWriter
-from difftalk.pipeline.source import analyze_reference
+from difftalk.pipeline.source import analyze_source
 from difftalk.preprocess.crop import crop_box
 from difftalk.preprocess.face import FaceAnalyzer
 from difftalk.preprocess.run import PreprocessOptions, run_preprocess
@@ -104,7 +104,7 @@ def _preprocessed(video: Path, data_dir: Path, options: PreprocessOptions) -> tu
 
 def test_preprocessing_and_inference_cut_the_same_crops_ground_truth(synth_video: Path, tmp_path: Path) -> None:
     boxes, source = _preprocessed(synth_video, tmp_path / "data", PreprocessOptions(crop_sizes=(64,), workers=1))
-    reference = analyze_reference(synth_video, 25.0, progress=False)
+    reference = analyze_source(synth_video, 25.0, progress=False)
     assert source == reference.landmark_source == "ground_truth"
     assert boxes.shape == reference.boxes.shape
     np.testing.assert_allclose(reference.boxes, boxes, atol=1e-4)
@@ -116,7 +116,7 @@ def test_preprocessing_and_inference_cut_the_same_crops_detector(tmp_path: Path)
     astronaut_video(video, seconds=0.8)
     options = PreprocessOptions(crop_sizes=(64,), workers=1, landmarks="detector", detector="hog")
     boxes, source = _preprocessed(video, tmp_path / "data", options)
-    reference = analyze_reference(video, 25.0, landmarks="detector", detector="hog", progress=False)
+    reference = analyze_source(video, 25.0, landmarks="detector", detector="hog", progress=False)
     assert source == reference.landmark_source == "hog"
     assert reference.found.all() and boxes.shape == reference.boxes.shape
     np.testing.assert_allclose(reference.boxes, boxes, atol=1e-4)

@@ -17,7 +17,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from difftalk.app_limits import REFERENCE_SUFFIXES, VIDEO_SUFFIXES, check_reference, check_speech
+from difftalk.app_limits import SOURCE_SUFFIXES, VIDEO_SUFFIXES, check_source, check_speech
 from difftalk.app_logic import (
     INPUT_SYNTHETIC,
     INPUT_UPLOAD,
@@ -89,7 +89,7 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
         if not path:
             return gr.update(value=None, visible=False), ""
         try:
-            described = check_reference(path, limits).describe()
+            described = check_source(path, limits).describe()
             return gr.update(value=preview_frame(path), visible=True), safe_text(described)
         except ValueError as exc:  # over a limit or unreadable: say so now, generating would refuse it too
             return gr.update(value=None, visible=False), f"⚠️ {safe_text(str(exc))}"
@@ -103,12 +103,12 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
             return f"⚠️ {safe_text(str(exc))}"
 
     def on_generate(
-        mode: str, reference: str | None, speech: str | None, synthetic_seed: float | None, checkpoint: str,
+        mode: str, source: str | None, speech: str | None, synthetic_seed: float | None, checkpoint: str,
         sampler: str, steps: float, noise: Literal["independent", "shared"], progressive: bool, smoothing: float,
         seed: float | None, device: str, progress: Any = gr.Progress(track_tqdm=True),  # noqa: B008 (gradio's idiom)
     ) -> tuple[str, str, str]:  # fmt: skip
         request = GenerationRequest(
-            reference=reference,
+            source=source,
             speech=speech,
             synthetic=mode == INPUT_SYNTHETIC,
             synthetic_seed=int(synthetic_seed or 0),
@@ -146,14 +146,14 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
             with gr.Column(scale=1):
                 mode = gr.Radio([INPUT_UPLOAD, INPUT_SYNTHETIC], value=INPUT_UPLOAD, label="Input")
                 with gr.Group(visible=True) as upload_group:
-                    reference = gr.File(
+                    source = gr.File(
                         label="Video (to dub) or photo (to animate) of one face",
-                        file_types=list(REFERENCE_SUFFIXES),
+                        file_types=list(SOURCE_SUFFIXES),
                         type="filepath",
-                        elem_id="reference",
+                        elem_id="source",
                     )
                     preview = gr.Image(label="Reference", visible=False, interactive=False, height=180)
-                    reference_info = gr.Markdown(elem_id="reference-info")
+                    reference_info = gr.Markdown(elem_id="source-info")
                     speech = gr.Audio(
                         label="Speech (WAV, MP3, M4A, FLAC)", sources=["upload"], type="filepath", elem_id="speech"
                     )
@@ -206,12 +206,12 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
             verdict = gr.Textbox(label="Result", lines=3, interactive=False, elem_id="verdict")
 
         mode.change(on_mode, mode, [upload_group, synthetic_seed])
-        reference.change(on_reference, reference, [preview, reference_info])
+        source.change(on_reference, source, [preview, reference_info])
         speech.change(on_speech, speech, speech_info)
         options = [checkpoint, sampler, steps, noise, progressive, smoothing, seed, device]
         generate.click(
             on_generate,
-            [mode, reference, speech, synthetic_seed, *options],
+            [mode, source, speech, synthetic_seed, *options],
             [video, download, summary],
             concurrency_limit=1,
         )

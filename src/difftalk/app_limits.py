@@ -22,7 +22,7 @@ from difftalk.io.video import IMAGE_SUFFIXES, VideoError, is_image_file, probe_v
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 """Reference videos the upload field offers (anything else PyAV reads is accepted too)."""
-REFERENCE_SUFFIXES = (*VIDEO_SUFFIXES, *sorted(IMAGE_SUFFIXES))
+SOURCE_SUFFIXES = (*VIDEO_SUFFIXES, *sorted(IMAGE_SUFFIXES))
 SPEECH_SUFFIXES = (".wav", ".mp3", ".m4a", ".flac", ".ogg")
 SILENCE_DBFS = -60.0
 """Speech whose peak level is below this (dB full scale) is refused as silent."""
@@ -39,7 +39,7 @@ class UploadLimits:
     max_megabytes: float = 200.0
     """File size of each upload, in MB (10⁶ bytes)."""
     max_seconds: float = 120.0
-    """Duration of a reference video and of the speech, in seconds."""
+    """Duration of a source video and of the speech, in seconds."""
     max_side: int = 4096
     """Longer side of a photo or of a video's frames, in pixels."""
 
@@ -120,14 +120,14 @@ def _check_seconds(seconds: float, limits: UploadLimits, what: str, name: str) -
         )
 
 
-def check_reference(path: str | Path, limits: UploadLimits) -> MediaSummary:
-    """Check a reference upload: a photo (by suffix) or a video (anything PyAV reads).
+def check_source(path: str | Path, limits: UploadLimits) -> MediaSummary:
+    """Check a source upload: a photo (by suffix) or a video (anything PyAV reads).
 
     Raises:
         UploadError: too large, too long, too many pixels, or not a readable photo/video.
     """
     path = Path(path)
-    megabytes = check_file_size(path, limits, "reference")
+    megabytes = check_file_size(path, limits, "source")
     if is_image_file(path):
         try:
             width, height = image_size(path)
@@ -139,7 +139,7 @@ def check_reference(path: str | Path, limits: UploadLimits) -> MediaSummary:
         info = probe_video(path)
     except VideoError as exc:
         raise UploadError(
-            f"the reference {path.name!r} cannot be read as a video or photo: {_reason(exc, path)}"
+            f"the source {path.name!r} cannot be read as a video or photo: {_reason(exc, path)}"
         ) from None
     _check_side(info.width, info.height, limits, "video", path.name)
     _check_seconds(info.duration, limits, "video", path.name)
@@ -171,16 +171,16 @@ def check_speech(path: str | Path, limits: UploadLimits, silence_dbfs: float = S
 
 
 def check_upload(path: str | Path, limits: UploadLimits, kind: str) -> MediaSummary:
-    """:func:`check_reference` (``kind="reference"``), :func:`check_speech` (``"speech"``) or, for a file to
+    """:func:`check_source` (``kind="source"``), :func:`check_speech` (``"speech"``) or, for a file to
     verify (``"verify"``), only the size.
 
     Raises:
         UploadError: see the checks; ValueError: an unknown ``kind``.
     """
-    if kind == "reference":
-        return check_reference(path, limits)
+    if kind == "source":
+        return check_source(path, limits)
     if kind == "speech":
         return check_speech(path, limits)
     if kind == "verify":
         return MediaSummary("video", Path(path).name, check_file_size(path, limits, "video"))
-    raise ValueError(f"unknown upload kind {kind!r}; use reference, speech or verify")
+    raise ValueError(f"unknown upload kind {kind!r}; use source, speech or verify")

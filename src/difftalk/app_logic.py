@@ -2,7 +2,7 @@
 
 :func:`run_generation` checks a request's uploads against the limits (:mod:`difftalk.app_limits`),
 loads the pipeline once per (checkpoint, device, dtype) and keeps it (:class:`PipelineCache`; the
-reference is analysed again only when the file or the analysis options change), writes a watermarked
+source is analysed again only when the file or the analysis options change), writes a watermarked
 MP4 and checks the watermark of what it wrote. Bad input raises ``ValueError`` (or
 ``FileNotFoundError``, :class:`~difftalk.errors.MissingExtraError`), which the page shows as a message;
 :mod:`difftalk.app` wires these functions to gradio.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from difftalk.app_limits import MediaSummary, UploadError, UploadLimits, check_reference, check_speech, check_upload
+from difftalk.app_limits import MediaSummary, UploadError, UploadLimits, check_source, check_speech, check_upload
 from difftalk.errors import MissingExtraError
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class AppConfig:
     """Pre-selected device; None = ``auto`` (cuda if available, else cpu)."""
     limits: UploadLimits = field(default_factory=UploadLimits)
     output_dir: Path = DEFAULT_OUTPUT_DIR
-    """Generated videos (``<time>_<reference>_<speech>.mp4``) and the synthetic inputs (``synthetic/``)."""
+    """Generated videos (``<time>_<source>_<speech>.mp4``) and the synthetic inputs (``synthetic/``)."""
     max_pipelines: int = 2
     """Loaded pipelines kept in memory (least recently used dropped first)."""
 
@@ -62,7 +62,7 @@ class AppConfig:
 class GenerationRequest:
     """One click on *Generate*: the inputs and the options the page sends."""
 
-    reference: str | None = None
+    source: str | None = None
     """Uploaded video or photo (ignored with ``synthetic``)."""
     speech: str | None = None
     """Uploaded speech (ignored with ``synthetic``)."""
@@ -116,13 +116,13 @@ def generate_options(request: GenerationRequest) -> GenerateOptions:
 
 
 class PipelineCache:
-    """Pipelines by (checkpoint, device, dtype), loaded once (each keeps its reference analyses)."""
+    """Pipelines by (checkpoint, device, dtype), loaded once (each keeps its source analyses)."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = max(1, size)
         self._pipelines: OrderedDict[tuple[str, str, str], DiffTalkPipeline] = OrderedDict()
         self.lock = threading.Lock()
-        """Held for a whole run: a pipeline holds one reference at a time."""
+        """Held for a whole run: a pipeline holds one source at a time."""
         self.loads = 0
 
     def get(self, checkpoint: str, device: str, dtype: torch.dtype) -> DiffTalkPipeline:
@@ -140,12 +140,12 @@ class PipelineCache:
         return self._pipelines[key]
 
     def prepare(
-        self, checkpoint: str, device: str, dtype: torch.dtype, reference: Path, options: GenerateOptions
+        self, checkpoint: str, device: str, dtype: torch.dtype, source: Path, options: GenerateOptions
     ) -> DiffTalkPipeline:
-        """:meth:`get`, then ``set_reference(reference)``: the pipeline keeps its analyses, so an unchanged
+        """:meth:`get`, then ``set_source(source)``: the pipeline keeps its analyses, so an unchanged
         file with the same landmark source and size cap is not analysed again."""
         pipe = self.get(checkpoint, device, dtype)
-        pipe.set_reference(reference, options)
+        pipe.set_source(source, options)
         return pipe
 
     @property
@@ -164,9 +164,9 @@ def _stem(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:40] or "input"
 
 
-def _output_path(output_dir: Path, reference: Path, speech: Path) -> Path:
+def _output_path(output_dir: Path, source: Path, speech: Path) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}_{_stem(reference)}_{_stem(speech)}"
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}_{_stem(source)}_{_stem(speech)}"
     path, index = output_dir / f"{base}.mp4", 1
     while path.exists():
         index += 1
@@ -175,7 +175,7 @@ def _output_path(output_dir: Path, reference: Path, speech: Path) -> Path:
 
 
 def resolve_inputs(request: GenerationRequest, config: AppConfig) -> tuple[Path, Path, list[MediaSummary]]:
-    """The reference and speech of a request, checked against the limits (or the rendered synthetic pair).
+    """The source and speech of a request, checked against the limits (or the rendered synthetic pair).
 
     Raises:
         UploadError: a missing upload or one that breaks a limit or cannot be read.
@@ -185,13 +185,13 @@ def resolve_inputs(request: GenerationRequest, config: AppConfig) -> tuple[Path,
 
         folder = config.output_dir / "synthetic" / f"seed{int(request.synthetic_seed)}_{SYNTHETIC_SECONDS:g}s"
         pair = render_synthetic_inputs(folder, seconds=SYNTHETIC_SECONDS, seed=int(request.synthetic_seed))
-        return pair.reference, pair.speech, []
-    if not request.reference:
-        raise UploadError("no reference: upload a video or a photo of the face (or choose the synthetic identity)")
+        return pair.source, pair.speech, []
+    if not request.source:
+        raise UploadError("no source: upload a video or a photo of the face (or choose the synthetic identity)")
     if not request.speech:
         raise UploadError("no speech: upload a WAV, MP3, M4A or FLAC file (or choose the synthetic identity)")
-    checked = [check_reference(request.reference, config.limits), check_speech(request.speech, config.limits)]
-    return Path(request.reference), Path(request.speech), checked
+    checked = [check_source(request.source, config.limits), check_speech(request.speech, config.limits)]
+    return Path(request.source), Path(request.speech), checked
 
 
 def run_generation(
@@ -219,7 +219,7 @@ def run_generation(
             progress(fraction, desc=text)
 
     step(0.0, "checking the inputs")
-    reference, speech, checked = resolve_inputs(request, config)  # first: refused uploads are reported at once
+    source, speech, checked = resolve_inputs(request, config)  # first: refused uploads are reported at once
     options = generate_options(request)
     device = resolve_device(None if request.device in ("", "auto") else request.device, default="auto")
     checkpoint = request.checkpoint.strip() or config.checkpoint or _demo_model()
@@ -233,10 +233,10 @@ def run_generation(
                 "recommends: expect a blurrier mouth"
             )
         pipe.check_steps(options.num_steps, options.sampler)
-        step(0.1, "analysing the reference")
-        cache.prepare(checkpoint, device, torch.float32, reference, options)
+        step(0.1, "analysing the source")
+        cache.prepare(checkpoint, device, torch.float32, source, options)
         step(0.2, "generating")
-        result = pipe.generate(speech, _output_path(config.output_dir, reference, speech), options)
+        result = pipe.generate(speech, _output_path(config.output_dir, source, speech), options)
     step(0.95, "verifying the watermark")
     verification = verify_file(result.output, max_frames=50)
     fixed = "progressive reference" if options.progressive_reference else "fixed reference"

@@ -1,4 +1,4 @@
-"""``difftalk stream``: dub a reference with speech that arrives as it is spoken (:meth:`TalkingHeadPipeline.stream`).
+"""``difftalk stream``: dub a video or photo with speech as it is spoken (:meth:`TalkingHeadPipeline.stream`).
 
 The audio is a file read block by block or raw 16 kHz mono 16-bit PCM on stdin (``--audio -``); the
 frames go into an MP4 (with the streamed audio, watermark and provenance tags) or, with ``-o -``, as
@@ -36,7 +36,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     )
     pipe = DiffTalkPipeline.from_pretrained(args.checkpoint or DEMO_MODEL, device=resolve_device(args.device, "auto"))
     pipe.check_steps(args.steps, args.sampler)
-    pipe.set_reference(args.reference, options)
+    pipe.set_source(args.source, options)
     chunks = read_chunks(args.audio, seconds=args.chunk_seconds)
     if not to_stdout:
         result = pipe.stream_to_file(chunks, args.output, options)
@@ -63,7 +63,9 @@ def add_stream_command(sub: Any) -> argparse.ArgumentParser:
         "live dubbing: speech read as it arrives (a file or 16 kHz PCM on stdin), frames out as they are made",
         _cmd_stream,
     )
-    stream.add_argument("--reference", required=True, help="video or photo of the face")
+    stream.add_argument(
+        "--source", "--reference", dest="source", required=True, help="the video to dub or the photo to animate"
+    )
     stream.add_argument("--audio", required=True, help="speech file (read block by block) or - for s16le 16 kHz mono")
     stream.add_argument("-o", "--output", required=True, help="output .mp4, or - for raw rgb24 frames on stdout")
     stream.add_argument("--checkpoint", help="model folder or hub repo id (default: the shipped demo model)")

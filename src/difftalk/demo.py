@@ -68,7 +68,7 @@ def _sync(model: object, video: Path, boxes: np.ndarray, audio: np.ndarray) -> S
 class SyntheticInputs:
     """A never-seen synthetic identity talking, and new speech in its voice: what the demo dubs."""
 
-    reference: Path
+    source: Path
     """The identity's clip (MP4, 256², 25 fps, its own speech as audio) with ground-truth landmarks beside it
     (``../ground_truth/<clip>/``), so the pipeline needs no face detector."""
     own_speech: Path
@@ -82,16 +82,16 @@ class SyntheticInputs:
 def render_synthetic_inputs(out_dir: str | Path, seconds: float = 6.0, seed: int = DEMO_SEED) -> SyntheticInputs:
     """Render a never-seen identity talking for ``seconds`` and synthesise new speech in its voice.
 
-    Writes ``out_dir/reference/`` (a one-clip synthetic benchmark: video + ground truth; resumable, so a
+    Writes ``out_dir/source/`` (a one-clip synthetic benchmark: video + ground truth; resumable, so a
     second call with the same settings reuses the clip) and ``out_dir/new_speech.wav``. Deterministic in
     ``seed``; the shipped model was trained on seed 0's identities, :data:`DEMO_SEED` is never used in training.
 
     Raises:
-        ValueError: ``seconds`` gives no frame, or ``out_dir/reference`` holds a clip made with other settings.
+        ValueError: ``seconds`` gives no frame, or ``out_dir/source`` holds a clip made with other settings.
     """
     out = Path(out_dir)
     logger.info("rendering a never-seen identity (seed %d) talking for %.0f s", seed, seconds)
-    summary = run_synth(out / "reference", identities=1, seconds=seconds, size=256, seed=seed, test_fraction=0.0,
+    summary = run_synth(out / "source", identities=1, seconds=seconds, size=256, seed=seed, test_fraction=0.0,
                         progress=False)  # fmt: skip
     clip = summary.clips[0]
     identity = identity_for(seed, 0)
@@ -99,8 +99,8 @@ def render_synthetic_inputs(out_dir: str | Path, seconds: float = 6.0, seed: int
     frames = round(seconds * 25)
     speech = synthesize_speech(sample_articulation(generator, frames, identity.speaking_rate), identity, generator)
     return SyntheticInputs(
-        reference=out / "reference" / "videos" / f"{clip}.mp4",
-        own_speech=out / "reference" / "ground_truth" / clip / "audio.wav",
+        source=out / "source" / "videos" / f"{clip}.mp4",
+        own_speech=out / "source" / "ground_truth" / clip / "audio.wav",
         speech=save_wav(out / "new_speech.wav", speech),
         speech_samples=speech,
     )
@@ -128,25 +128,25 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = render_synthetic_inputs(out, seconds=seconds, seed=seed)
-    reference, speech, speech_path = inputs.reference, inputs.speech_samples, inputs.speech
+    source, speech, speech_path = inputs.source, inputs.speech_samples, inputs.speech
     own_speech = load_audio(inputs.own_speech)
 
     options = demo_options(steps, progress)
     pipe = DiffTalkPipeline.from_pretrained(DEMO_MODEL)
-    track = pipe.set_reference(reference, options)
+    track = pipe.set_source(source, options)
     result = pipe.generate(speech_path, out / "difftalk_demo.mp4", options)
 
     scores: dict[str, SyncScore | None] = {"dubbed": None, "original": None, "undubbed": None}
     if (DEMO_SYNCNET / "weights.safetensors").is_file():
         expert = load_syncnet(DEMO_SYNCNET)
         scores["dubbed"] = _sync(expert, result.output, track.boxes, speech)
-        scores["original"] = _sync(expert, reference, track.boxes, own_speech)
-        scores["undubbed"] = _sync(expert, reference, track.boxes, speech)
+        scores["original"] = _sync(expert, source, track.boxes, own_speech)
+        scores["undubbed"] = _sync(expert, source, track.boxes, speech)
     else:
         logger.warning("no sync expert in %s: sync scores skipped", DEMO_SYNCNET)
 
     picks = np.linspace(0, result.num_frames - 1, 8).round().astype(int)
-    original = [crop_image(f, track.boxes[i], 128) for i, f in enumerate(iter_frames(reference)) if i in picks]
+    original = [crop_image(f, track.boxes[i], 128) for i, f in enumerate(iter_frames(source)) if i in picks]
     dubbed = [crop_image(f, track.boxes[i], 128) for i, f in enumerate(iter_frames(result.output)) if i in picks]
     strip = save_image_grid(out / "difftalk_demo_strip.png", [original, dubbed])
     return DemoResult(result.output, strip, scores["dubbed"], scores["original"], scores["undubbed"], result.seconds)

@@ -28,7 +28,7 @@ from difftalk.pipeline.base import TalkingHeadPipeline
 from difftalk.pipeline.generate import DiffTalkPipeline
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back, paste_weight
-from difftalk.pipeline.source import analyze_reference
+from difftalk.pipeline.source import analyze_source
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
 logger = logging.getLogger(__name__)
@@ -47,15 +47,15 @@ def _source_video(clip: Clip, data_dir: Path) -> Path:
     )
 
 
-def _static_mouth(reference: Path, audio: np.ndarray, output: Path, frames: int, options: GenerateOptions) -> None:
+def _static_mouth(source: Path, audio: np.ndarray, output: Path, frames: int, options: GenerateOptions) -> None:
     """Paste the first frame's mouth region into the first ``frames`` frames (a static-mouth baseline)."""
-    track = analyze_reference(reference, FPS, landmarks=options.landmarks, progress=False)
+    track = analyze_source(source, FPS, landmarks=options.landmarks, progress=False)
     size = 128
-    first = next(iter_frames(reference, FPS))
+    first = next(iter_frames(source, FPS))
     box0 = track.boxes[0]
     reference_crop = crop_image(first, box0, size)
     with VideoWriter(output, fps=FPS, audio=audio) as writer:
-        for index, frame in enumerate(iter_frames(reference, FPS)):
+        for index, frame in enumerate(iter_frames(source, FPS)):
             if index >= frames:
                 break
             if track.found[index]:
@@ -116,19 +116,19 @@ def run_benchmark(
         audio_clip = clips[(position + 1) % len(clips)] if cross_audio else clip
         frames = min(round(seconds * FPS), clip.num_frames, audio_clip.num_frames)
         audio = load_audio(audio_clip.path / "audio.wav")[: round(frames / FPS * SAMPLE_RATE)]
-        reference = _source_video(clip, data_dir)
+        source = _source_video(clip, data_dir)
         output = out_dir / "videos" / f"{clip.name}.mp4"
         if pipe is not None:
-            pipe.set_reference(reference, options)
+            pipe.set_source(source, options)
             pipe.generate(audio, output, options)
         elif method == "source":
             with VideoWriter(output, fps=FPS, audio=audio) as writer:
-                for index, frame in enumerate(iter_frames(reference, FPS)):
+                for index, frame in enumerate(iter_frames(source, FPS)):
                     if index >= frames:
                         break
                     writer.write(frame)
         elif method == "static":
-            _static_mouth(reference, audio, output, frames, options)
+            _static_mouth(source, audio, output, frames, options)
         else:
             raise ValueError(f"unknown method {method!r}; use difftalk, lipgan, source or static")
         entries.append(

@@ -1,7 +1,10 @@
-"""What every talking-head generator shares: the reference, the driving audio, writing the MP4 (stage ⑥).
+"""What every talking-head generator shares: the source video, the driving audio, writing the MP4 (stage ⑥).
+
+Vocabulary: the *source* is the video being dubbed (or the photo being animated); the *reference* is the
+identity frame of that source the model is conditioned on (``--reference-frame``, progressive reference).
 
 A subclass only says how output frames are made (:meth:`TalkingHeadPipeline.iter_frames`); this
-class analyses the reference once (:meth:`set_reference`), fits the audio to the output and turns it
+class analyses the source once (:meth:`set_source`), fits the audio to the output and turns it
 into per-frame features (:func:`prepare_driving_audio`), and streams the frames into an H.264/AAC
 MP4 with the invisible watermark and provenance tags (:meth:`generate`). The models hear 16 kHz mono;
 the MP4 carries the user's audio file as it is (its own sample rate and channels), fitted to the video.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from difftalk.io.audio import SAMPLE_RATE, AudioClip, fit_length, read_audio
 from difftalk.io.video import VideoWriter
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back
-from difftalk.pipeline.source import ReferenceFrames, ReferenceTrack, analyze_reference, source_indices
+from difftalk.pipeline.source import SourceFrames, SourceTrack, analyze_source, source_indices
 from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features, silent_frames
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
@@ -81,7 +85,7 @@ class DrivingAudio:
     features: np.ndarray
     """``(num_frames, 16, F)`` feature windows (silent frames carry digital silence's features)."""
     source_index: np.ndarray
-    """``(num_frames,)`` reference frame shown at each output frame."""
+    """``(num_frames,)`` source frame shown at each output frame."""
     original: AudioClip | None = None
     """The audio file as it is (own rate and channels), fitted to the same duration; written to the output.
     None when the audio was given as 16 kHz samples (then ``samples`` are written)."""
@@ -101,7 +105,7 @@ class DrivingAudio:
         return t < self.num_frames
 
     def source(self, t: int) -> int:
-        """The reference frame output frame ``t`` shows."""
+        """The source frame output frame ``t`` shows."""
         return int(self.source_index[t])
 
     def release(self, before: int, context: int) -> None:
@@ -119,7 +123,7 @@ class Driving(Protocol):
 
 
 def prepare_driving_audio(
-    audio: str | Path | np.ndarray, track: ReferenceTrack, feature_backend: str, options: GenerateOptions
+    audio: str | Path | np.ndarray, track: SourceTrack, feature_backend: str, options: GenerateOptions
 ) -> DrivingAudio:
     """Load ``audio`` (a file, or 16 kHz mono float32 samples), fit it to the output length and compute its
     per-frame features; silent frames get the features of digital silence (a closed mouth). A file is also
@@ -142,29 +146,29 @@ def prepare_driving_audio(
     return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop), original)
 
 
-def resolve_output_path(output: str | Path, reference: str | Path, audio: str | Path | np.ndarray) -> Path:
+def resolve_output_path(output: str | Path, source: str | Path, audio: str | Path | np.ndarray) -> Path:
     """The file a run writes for ``-o output``.
 
-    A folder (an existing one, or a path ending in ``/``) gets ``<reference stem>_<audio stem>.mp4``
+    A folder (an existing one, or a path ending in ``/``) gets ``<source stem>_<audio stem>.mp4``
     (``audio`` for samples given as an array); a name without an extension gets ``.mp4``; anything else
     is used as it is.
     """
     path = Path(output)
     if str(output).endswith(("/", os.sep)) or path.is_dir():
         audio_stem = "audio" if isinstance(audio, np.ndarray) else Path(audio).stem
-        return path / f"{Path(reference).stem}_{audio_stem}.mp4"
+        return path / f"{Path(source).stem}_{audio_stem}.mp4"
     return path if path.suffix else path.with_name(f"{path.name}.mp4")
 
 
-def crop_inputs(frame: np.ndarray, track: ReferenceTrack, index: int, size: int) -> dict[str, Any]:
-    """The face crop of reference frame ``index`` at ``size``, its landmarks, mouth mask and crop box."""
+def crop_inputs(frame: np.ndarray, track: SourceTrack, index: int, size: int) -> dict[str, Any]:
+    """The face crop of source frame ``index`` at ``size``, its landmarks, mouth mask and crop box."""
     box = track.boxes[index]
     points = frame_to_crop(track.landmarks[index], box, size)
     return {"crop": crop_image(frame, box, size), "landmarks": points, "mask": mouth_mask(points, size), "box": box}
 
 
-def first_reference(track: ReferenceTrack, wanted: int) -> int:
-    """``wanted`` clipped to the reference, or the first frame with a face if it has none."""
+def first_reference(track: SourceTrack, wanted: int) -> int:
+    """The reference frame: source frame ``wanted`` (clipped), or the first frame with a face if it has none."""
     index = int(np.clip(wanted, 0, track.num_frames - 1))
     return index if track.found[index] else int(np.flatnonzero(track.found)[0])
 
@@ -232,7 +236,7 @@ class TemporalBlend:
         return ready
 
 
-def compose_frame(frames: ReferenceFrames, driving: Driving, ready: Ready) -> tuple[np.ndarray, bool]:
+def compose_frame(frames: SourceFrames, driving: Driving, ready: Ready) -> tuple[np.ndarray, bool]:
     """Output frame t of ``ready``: its source frame with the generated mouth pasted back, or as it is
     (no face); the flag says whether a mouth was generated."""
     t, crop, weight, box = ready
@@ -259,33 +263,45 @@ class TalkingHeadPipeline:
         self.model_name = model_name
         self.device = torch.device(device)
         self.dtype = dtype
-        self.reference: ReferenceTrack | None = None
-        self._reference_options: GenerateOptions | None = None
-        self._tracks: dict[tuple[Any, ...], ReferenceTrack] = {}
+        self.source: SourceTrack | None = None
+        self._source_options: GenerateOptions | None = None
+        self._tracks: dict[tuple[Any, ...], SourceTrack] = {}
         self.analyses = 0
-        """How many times :meth:`set_reference` analysed a file (reuses of a kept analysis not counted)."""
+        """How many times :meth:`set_source` analysed a file (reuses of a kept analysis not counted)."""
         expected = FEATURE_DIMS.get(feature_backend)
         if expected is not None and expected != feature_dim:
             raise ValueError(
                 f"the model expects {feature_dim} audio features, but the '{feature_backend}' backend gives {expected}"
             )
 
-    def set_reference(self, reference: str | Path, options: GenerateOptions | None = None) -> ReferenceTrack:
-        """Analyse the reference video or photo once; later :meth:`generate` calls reuse it.
+    def set_source(self, source: str | Path, options: GenerateOptions | None = None) -> SourceTrack:
+        """Analyse the source video (to dub) or photo (to animate) once; later :meth:`generate` calls reuse it.
 
-        The last :data:`TRACK_CACHE_SIZE` analyses are kept: setting a reference again (the same file,
-        unchanged on disk, with the same ``landmarks`` and ``max_side``) reuses its analysis.
+        The last :data:`TRACK_CACHE_SIZE` analyses are kept: setting a source again (the same file,
+        unchanged on disk, with the same ``landmarks``, ``detector`` and ``max_side``) reuses its analysis.
         """
         options = options or GenerateOptions()
-        path = Path(reference)
+        path = Path(source)
         key: tuple[Any, ...] | None = None
         if path.is_file():
             stat = path.stat()
-            key = (path.resolve(), stat.st_mtime_ns, stat.st_size, options.landmarks, options.max_side)
+            key = (
+                path.resolve(),
+                stat.st_mtime_ns,
+                stat.st_size,
+                options.landmarks,
+                options.detector,
+                options.max_side,
+            )
         track = self._tracks.pop(key, None) if key is not None else None
         if track is None:
-            track = analyze_reference(
-                reference, FPS, landmarks=options.landmarks, max_side=options.max_side, progress=options.progress
+            track = analyze_source(
+                source,
+                FPS,
+                landmarks=options.landmarks,
+                max_side=options.max_side,
+                progress=options.progress,
+                detector=options.detector,
             )
             self.analyses += 1
         else:
@@ -294,23 +310,28 @@ class TalkingHeadPipeline:
             self._tracks[key] = track  # most recent last
             while len(self._tracks) > TRACK_CACHE_SIZE:
                 self._tracks.pop(next(iter(self._tracks)))
-        self.reference = track
-        self._reference_options = options
+        self.source = track
+        self._source_options = options
         return track
 
+    def set_reference(self, source: str | Path, options: GenerateOptions | None = None) -> SourceTrack:
+        """Deprecated name of :meth:`set_source` (the reference is the identity frame, not the dubbed video)."""
+        warnings.warn("set_reference() is now set_source()", DeprecationWarning, stacklevel=2)
+        return self.set_source(source, options)
+
     def __call__(
-        self, reference: str | Path, audio: str | Path | np.ndarray, output: str | Path, **options: Any
+        self, source: str | Path, audio: str | Path | np.ndarray, output: str | Path, **options: Any
     ) -> GenerationResult:
-        """``set_reference(reference)`` then ``generate(audio, output)``; keyword options as in GenerateOptions."""
+        """``set_source(source)`` then ``generate(audio, output)``; keyword options as in GenerateOptions."""
         opts = GenerateOptions(**options)
-        self.set_reference(reference, opts)
+        self.set_source(source, opts)
         return self.generate(audio, output, opts)
 
-    def track(self) -> ReferenceTrack:
-        """The analysed reference (raises if :meth:`set_reference` was not called)."""
-        if self.reference is None:
-            raise ValueError("call set_reference(video_or_photo) before generate(audio, output)")
-        return self.reference
+    def track(self) -> SourceTrack:
+        """The analysed source (raises if :meth:`set_source` was not called)."""
+        if self.source is None:
+            raise ValueError("call set_source(video_or_photo) before generate(audio, output)")
+        return self.source
 
     def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
         """Yield ``(frame, generated)`` per output frame, in order: uint8 ``(H, W, 3)`` before the watermark,
@@ -319,10 +340,10 @@ class TalkingHeadPipeline:
 
     def provenance(self, options: GenerateOptions) -> dict[str, Any]:
         """Extra fields recorded in the output's provenance tags."""
-        return {"method": self.method, "reference": self.track().path.name, "seed": options.seed}
+        return {"method": self.method, "source": self.track().path.name, "seed": options.seed}
 
     def stream(self, chunks: Iterable[np.ndarray], options: GenerateOptions | None = None) -> Iterator[StreamedFrame]:
-        """Dub the reference with speech that is still arriving; yields each frame as soon as it is made.
+        """Dub the source with speech that is still arriving; yields each frame as soon as it is made.
 
         ``chunks``: float32 16 kHz mono sample arrays in order, any sizes (a microphone, a socket,
         :func:`~difftalk.pipeline.streaming.read_chunks` of a file or stdin). A frame follows its audio by
@@ -333,7 +354,7 @@ class TalkingHeadPipeline:
         from difftalk.io.watermark import embed_watermark
         from difftalk.pipeline.streaming import StreamingAudio
 
-        options = options or self._reference_options or GenerateOptions()
+        options = options or self._source_options or GenerateOptions()
         track = self.track()
         driving = StreamingAudio(chunks, track.num_frames, self.feature_backend, options, FPS)
         for index, (frame, generated) in enumerate(self.iter_frames(driving, options)):
@@ -347,7 +368,7 @@ class TalkingHeadPipeline:
         written as the frames come; the file appears (atomically) when the stream ends."""
         from difftalk.io.watermark import provenance_tags
 
-        options = options or self._reference_options or GenerateOptions()
+        options = options or self._source_options or GenerateOptions()
         start = time.perf_counter()
         output = resolve_output_path(output, self.track().path, "stream.wav")
         metadata = provenance_tags(
@@ -373,19 +394,19 @@ class TalkingHeadPipeline:
     def generate(
         self, audio: str | Path | np.ndarray, output: str | Path, options: GenerateOptions | None = None
     ) -> GenerationResult:
-        """Drive the reference set by :meth:`set_reference` with ``audio`` and write ``output`` (MP4, atomically).
+        """Drive the source set by :meth:`set_source` with ``audio`` and write ``output`` (MP4, atomically).
 
         Args:
             audio: a file in any common format/rate/channel count (written to the output at its own rate
                 and channel count), or 16 kHz mono float32 samples.
             output: the ``.mp4`` to write (with the fitted audio, the watermark and provenance tags); a
-                folder gets ``<reference>_<audio>.mp4`` and a name without extension ``.mp4``
+                folder gets ``<source>_<audio>.mp4`` and a name without extension ``.mp4``
                 (:func:`resolve_output_path`).
             options: see :class:`GenerateOptions`.
         """
         from difftalk.io.watermark import embed_watermark, provenance_tags
 
-        options = options or self._reference_options or GenerateOptions()
+        options = options or self._source_options or GenerateOptions()
         start = time.perf_counter()
         track = self.track()
         output = resolve_output_path(output, track.path, audio)

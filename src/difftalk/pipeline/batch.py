@@ -1,7 +1,8 @@
-"""Batch generation: many (reference, audio, output) jobs with the model loaded once.
+"""Batch generation: many (source, audio, output) jobs with the model loaded once.
 
 A job list is a CSV file (a header row naming the columns) or a YAML file (a list of mappings, or a
-mapping with ``defaults:`` and ``jobs:``). Each job needs ``reference`` and ``audio``; ``output`` is
+mapping with ``defaults:`` and ``jobs:``). Each job needs ``source`` (the video to dub or the photo to
+animate; ``reference``, its name in earlier versions, is still read) and ``audio``; ``output`` is
 optional when the caller gives a default output folder. Any other key is a generation option with the
 name of a :class:`~difftalk.pipeline.options.GenerateOptions` field (``steps`` is accepted for
 ``num_steps``, as on the command line), overriding the caller's options for that job only. Relative
@@ -9,14 +10,14 @@ paths are resolved against the job file's folder.
 
 ::
 
-    reference,audio,output,steps,noise
+    source,audio,output,steps,noise
     clips/anna.mp4,speech/hello.wav,out/anna_hello.mp4,25,shared
     clips/anna.mp4,speech/bye.m4a,out/anna_bye.mp4,,
     photos/ben.png,speech/hello.wav,,50,
 
 The whole list is checked before any generation starts (missing files, unknown or invalid options, two
-jobs writing the same file); then the jobs run grouped by reference, so each reference is analysed once
-(:meth:`TalkingHeadPipeline.set_reference` keeps its analyses), and one failing job is reported while
+jobs writing the same file); then the jobs run grouped by source, so each source is analysed once
+(:meth:`TalkingHeadPipeline.set_source` keeps its analyses), and one failing job is reported while
 the others go on. Outputs are written atomically, so a failed or interrupted job never leaves half a file
 and ``skip_existing`` resumes a batch where it stopped.
 """
@@ -41,7 +42,9 @@ from difftalk.pipeline.options import GenerateOptions
 
 logger = logging.getLogger(__name__)
 
-PATH_KEYS = ("reference", "audio", "output")
+PATH_KEYS = ("source", "audio", "output")
+OLD_KEYS = {"reference": "source"}
+"""Job keys of earlier versions → their name now."""
 OPTION_ALIASES = {"steps": "num_steps"}
 """Job keys spelled as on the command line → GenerateOptions fields."""
 BATCH_ONLY = ("progress", "watermark")
@@ -52,7 +55,8 @@ BATCH_ONLY = ("progress", "watermark")
 class Job:
     """One video to make."""
 
-    reference: Path
+    source: Path
+    """The video to dub or the photo to animate."""
     audio: Path
     output: Path
     """The MP4 the job writes (already resolved: a file path with its extension)."""
@@ -104,14 +108,15 @@ def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"reference", "audio"} <= {f.strip() for f in reader.fieldnames}:
+            columns = {OLD_KEYS.get(f.strip(), f.strip()) for f in reader.fieldnames or []}
+            if not {"source", "audio"} <= columns:
                 raise ValueError(
-                    f"{path}: a job CSV needs a header row with at least the columns reference,audio "
+                    f"{path}: a job CSV needs a header row with at least the columns source,audio "
                     f"(optional: output and generation options), got {reader.fieldnames}"
                 )
             rows = []
             for number, row in enumerate(reader, start=2):
-                cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                cells = _renamed({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, path)
                 parsed = {k: v if k in PATH_KEYS else (yaml.safe_load(v) if v else None) for k, v in cells.items()}
                 rows.append((f"{path.name} line {number}", parsed))
             return rows
@@ -127,8 +132,20 @@ def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
         defaults = dict(data.get("defaults") or {})
         data = data.get("jobs")
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise ValueError(f"{path}: expected a list of jobs (mappings with reference, audio, output)")
-    return [(f"{path.name} job {i + 1}", {**defaults, **item}) for i, item in enumerate(data)]
+        raise ValueError(f"{path}: expected a list of jobs (mappings with source, audio, output)")
+    defaults = _renamed(defaults, path)
+    return [(f"{path.name} job {i + 1}", {**defaults, **_renamed(item, path)}) for i, item in enumerate(data)]
+
+
+def _renamed(row: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``row`` with the keys of earlier versions renamed (``reference`` → ``source``)."""
+    out = dict(row)
+    for old, new in OLD_KEYS.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{path}: give '{new}' or its old name '{old}', not both")
+            out[new] = out.pop(old)
+    return out
 
 
 def load_jobs(path: str | Path, default_output: str | Path | None = None) -> list[Job]:
@@ -136,10 +153,10 @@ def load_jobs(path: str | Path, default_output: str | Path | None = None) -> lis
 
     Args:
         path: the ``.csv`` / ``.yaml`` job file; relative paths inside it are relative to its folder.
-        default_output: the folder for jobs without an ``output`` (each named ``<reference>_<audio>.mp4``).
+        default_output: the folder for jobs without an ``output`` (each named ``<source>_<audio>.mp4``).
 
     Raises:
-        FileNotFoundError: the job file, or a job's reference or audio, does not exist.
+        FileNotFoundError: the job file, or a job's source or audio, does not exist.
         ValueError: a malformed file, an unknown or invalid option, a job without an output, or two jobs
             writing the same file — all found before anything is generated.
     """
@@ -149,32 +166,32 @@ def load_jobs(path: str | Path, default_output: str | Path | None = None) -> lis
     base = path.resolve().parent
     jobs = []
     for name, row in _read_rows(path):
-        missing = [key for key in ("reference", "audio") if not row.get(key)]
+        missing = [key for key in ("source", "audio") if not row.get(key)]
         if missing:
             raise ValueError(f"{name}: no {' and no '.join(missing)} given")
-        reference, audio = (base / str(row["reference"]), base / str(row["audio"]))
+        source, audio = (base / str(row["source"]), base / str(row["audio"]))
         if row.get("output"):
             output = _under(base, row["output"])
         elif default_output:
             output = str(Path(default_output)) + os.sep
         else:
             raise ValueError(f"{name}: no output given; add an output column/key or pass -o FOLDER")
-        output_path = resolve_output_path(output, reference, audio)
-        jobs.append(Job(reference, audio, output_path, _option_overrides(row, name), name))
+        output_path = resolve_output_path(output, source, audio)
+        jobs.append(Job(source, audio, output_path, _option_overrides(row, name), name))
     if not jobs:
         raise ValueError(f"{path}: the job list is empty")
     check_jobs(jobs)
     return jobs
 
 
-def jobs_for_audios(reference: str | Path, audios: Sequence[str | Path], output: str | Path) -> list[Job]:
-    """One job per audio file for one reference; with several audios ``output`` must be a folder."""
+def jobs_for_audios(source: str | Path, audios: Sequence[str | Path], output: str | Path) -> list[Job]:
+    """One job per audio file for one source video or photo; with several audios ``output`` must be a folder."""
     if len(audios) > 1 and not (str(output).endswith("/") or Path(output).is_dir()):
         raise ValueError(
             f"{len(audios)} audio files need an output folder: -o {output}/ (each video is named "
-            "<reference>_<audio>.mp4), or use --jobs with an output per row"
+            "<source>_<audio>.mp4), or use --jobs with an output per row"
         )
-    jobs = [Job(Path(reference), Path(a), resolve_output_path(output, reference, a), {}, Path(a).name) for a in audios]
+    jobs = [Job(Path(source), Path(a), resolve_output_path(output, source, a), {}, Path(a).name) for a in audios]
     check_jobs(jobs)
     return jobs
 
@@ -182,7 +199,7 @@ def jobs_for_audios(reference: str | Path, audios: Sequence[str | Path], output:
 def check_jobs(jobs: Sequence[Job]) -> None:
     """Refuse missing inputs and two jobs writing the same file, before any work starts."""
     for job in jobs:
-        for kind, file in (("reference", job.reference), ("audio", job.audio)):
+        for kind, file in (("source", job.source), ("audio", job.audio)):
             if not file.is_file():
                 raise FileNotFoundError(f"{job.name}: {kind} {file} does not exist")
     seen: dict[Path, str] = {}
@@ -205,27 +222,25 @@ def run_jobs(
 ) -> list[JobResult]:
     """Run ``jobs`` with one loaded pipeline; a failing job is reported and the rest go on.
 
-    Jobs sharing a reference run one after the other (the reference is analysed once). Results come
+    Jobs sharing a source run one after the other (the source is analysed once). Results come
     back in the order of ``jobs``; ``on_result`` is called as each job ends.
     """
     options = options or GenerateOptions()
     first_seen: dict[Path, int] = {}
     for index, job in enumerate(jobs):
-        first_seen.setdefault(job.reference.resolve(), index)
-    order = sorted(range(len(jobs)), key=lambda i: (first_seen[jobs[i].reference.resolve()], i))
+        first_seen.setdefault(job.source.resolve(), index)
+    order = sorted(range(len(jobs)), key=lambda i: (first_seen[jobs[i].source.resolve()], i))
     results: dict[int, JobResult] = {}
     for count, index in enumerate(order, start=1):
         job = jobs[index]
         if skip_existing and job.output.is_file():
             outcome = JobResult(job, "skipped", error="output exists")
         else:
-            logger.info(
-                "job %d/%d (%s): %s + %s → %s", count, len(jobs), job.name, job.reference, job.audio, job.output
-            )
+            logger.info("job %d/%d (%s): %s + %s → %s", count, len(jobs), job.name, job.source, job.audio, job.output)
             start = time.perf_counter()
             try:
                 job_options = replace(options, dict(job.options))
-                pipe.set_reference(job.reference, job_options)
+                pipe.set_source(job.source, job_options)
                 outcome = JobResult(job, "done", pipe.generate(job.audio, job.output, job_options))
             except Exception as exc:  # any failure of one job is reported; the others go on
                 logger.error("%s failed: %s", job.name, exc)
@@ -259,7 +274,7 @@ def write_summary(results: Sequence[JobResult], path: str | Path) -> Path:
     records = [
         {
             "name": r.job.name,
-            "reference": str(r.job.reference),
+            "source": str(r.job.source),
             "audio": str(r.job.audio),
             "output": str(r.job.output),
             "options": dict(r.job.options),

@@ -1,6 +1,6 @@
-"""DiffTalkPipeline: a reference video or photo + speech → a lip-synced, watermarked MP4 (stage ⑥).
+"""DiffTalkPipeline: a source video (dubbing) or photo (animation) + speech → a lip-synced, watermarked MP4 (stage ⑥).
 
-Per output frame t (25 fps): the reference frame it shows (looped or trimmed to the audio), its face
+Per output frame t (25 fps): the source frame it shows (looped or trimmed to the audio), its face
 crop, the mouth mask of ``data.masks``, the masked crop, the mouth-free landmarks and the audio
 windows of frames t-w … t+w become the conditions; masked-z_T DDIM regenerates only the mouth; the
 previous generated frame is the next reference (progressive reference); neighbouring generated
@@ -8,10 +8,10 @@ mouths are blended (frame interpolation against jitter); the crop is pasted back
 full frame; frames without a face pass through untouched. Frames are streamed in super-chunks of
 ``lanes × chunk`` frames, so memory does not grow with the length of the input.
 
-"Set the reference once, then drive it many times"::
+"Set the source once, then drive it many times"::
 
     pipe = DiffTalkPipeline.from_pretrained("checkpoints/demo")
-    pipe.set_reference("face.mp4")
+    pipe.set_source("face.mp4")
     pipe.generate("speech1.wav", "out1.mp4")
     pipe.generate("speech2.wav", "out2.mp4")
 """
@@ -48,7 +48,7 @@ from difftalk.pipeline.base import (
 from difftalk.pipeline.colour import colour_correction
 from difftalk.pipeline.options import GenerateOptions, check_num_steps
 from difftalk.pipeline.paste import paste_weight
-from difftalk.pipeline.source import ReferenceFrames
+from difftalk.pipeline.source import SourceFrames
 from difftalk.preprocess.landmarks import condition_landmarks
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         steps = options.num_steps or self.default_steps
         self.check_steps(options.num_steps, options.sampler)
         generator = torch.Generator().manual_seed(options.seed)
-        frames = ReferenceFrames(track, FPS)
+        frames = SourceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         fixed_reference = crop_inputs(frames[first], track, first, size)["crop"]
         fixed_latent = self.model.encode_frames(to_tensor(fixed_reference[None]).to(self.device, self.dtype))[0]

@@ -1,7 +1,7 @@
 """LipGANPipeline: the Wav2Lip-style GAN baseline through DiffTalkPipeline's crop / mask / paste-back path.
 
 Stage ⑥ for the Table 3 baseline. Everything except the generator is DiffTalkPipeline's: the same
-reference analysis (:func:`~difftalk.pipeline.source.analyze_reference`: tracked landmarks, smoothed
+source analysis (:func:`~difftalk.pipeline.source.analyze_source`: tracked landmarks, smoothed
 crop boxes, faceless frames passed through), the same audio handling (loaded, fitted to the output
 length, per-frame feature windows, digital-silence features for silent frames), the same looping of a
 short video, the same mouth mask (``data.masks``), the same paste weight (``pipeline.paste``),
@@ -17,7 +17,7 @@ batch by batch (memory does not grow with the video's length).
 Example::
 
     pipe = LipGANPipeline.from_pretrained("runs/lipgan/checkpoints/lipgan")
-    pipe.set_reference("face.mp4")
+    pipe.set_source("face.mp4")
     pipe.generate("speech.wav", "out.mp4")
 """
 
@@ -49,7 +49,7 @@ from difftalk.pipeline.base import (
 )
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_weight
-from difftalk.pipeline.source import ReferenceFrames
+from difftalk.pipeline.source import SourceFrames
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class LipGANPipeline(TalkingHeadPipeline):
         track = self.track()
         config = self.generator.config
         size, context = config.image_size, config.context_frames
-        frames = ReferenceFrames(track, FPS)
+        frames = SourceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         reference = crop_inputs(frames[first], track, first, size)["crop"]
         batch = options.lanes * options.chunk
@@ -136,19 +136,19 @@ class LipGANPipeline(TalkingHeadPipeline):
 
 def generate_lipgan(
     model_dir: str | Path,
-    reference_video: str | Path,
+    source: str | Path,
     audio: str | Path | np.ndarray,
     output: str | Path,
     options: GenerateOptions | None = None,
     device: torch.device | str = "cpu",
 ) -> GenerationResult:
-    """One-shot: load the generator in ``model_dir``, dub ``reference_video`` with ``audio``, write ``output``.
+    """One-shot: load the generator in ``model_dir``, dub ``source`` (video or photo) with ``audio``, write ``output``.
 
     Raises:
         FileNotFoundError / CheckpointError: ``model_dir`` is not a ``LipGANGenerator`` folder.
-        FileNotFoundError / VideoError / NoFaceError: the reference is missing, unreadable or faceless.
+        FileNotFoundError / VideoError / NoFaceError: the source is missing, unreadable or faceless.
     """
     options = options or GenerateOptions()
     pipe = LipGANPipeline.from_pretrained(model_dir, device=device)
-    pipe.set_reference(reference_video, options)
+    pipe.set_source(source, options)
     return pipe.generate(audio, output, options)

@@ -1,9 +1,9 @@
-"""The reference input of a generation run: a video to dub or a single photo (stage ⑥).
+"""The source of a generation run: the video to dub or the photo to animate (stage ⑥).
 
-:func:`analyze_reference` streams the reference once (25 fps) and keeps only small per-frame arrays:
+:func:`analyze_source` streams the source once (25 fps) and keeps only small per-frame arrays:
 the tracked 68-point landmarks, the smoothed crop boxes and whether a face was found, all from
 :func:`~difftalk.preprocess.track.track_face`, the function that cut the training crops. Frames are
-fetched again by index when needed (:class:`ReferenceFrames`), so memory does not grow with length.
+fetched again by index when needed (:class:`SourceFrames`), so memory does not grow with length.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ReferenceTrack:
-    """What the analysis pass learned about the reference."""
+class SourceTrack:
+    """What the analysis pass learned about the source video or photo."""
 
     path: Path
     is_image: bool
@@ -48,10 +48,10 @@ def _scale_for(height: int, width: int, max_side: int) -> float:
     return min(1.0, max_side / max(height, width))
 
 
-class ReferenceFrames:
-    """Frames of the reference by index (a photo gives the same frame for every index)."""
+class SourceFrames:
+    """Frames of the source by index (a photo gives the same frame for every index)."""
 
-    def __init__(self, track: ReferenceTrack, fps: float) -> None:
+    def __init__(self, track: SourceTrack, fps: float) -> None:
         self.track = track
         self._image: np.ndarray | None = None
         self._reader: FrameReader | None = None
@@ -68,15 +68,15 @@ class ReferenceFrames:
         return downscale_frame(self._reader[index], self.track.scale)
 
 
-def analyze_reference(
+def analyze_source(
     path: str | Path,
     fps: float = 25.0,
     landmarks: LandmarkSource = "auto",
     max_side: int = 2048,
     progress: bool = True,
     detector: Detector = "hog",
-) -> ReferenceTrack:
-    """Analyse the reference video or photo once (streaming; see the module docstring).
+) -> SourceTrack:
+    """Analyse the source video or photo once (streaming; see the module docstring).
 
     Args:
         path: a video or photo.
@@ -93,14 +93,14 @@ def analyze_reference(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reference {path} does not exist")
+        raise FileNotFoundError(f"source video or photo {path} does not exist")
     if is_image_file(path):
         image = read_image(path)
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
             raise VideoError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is too large; downscale it first")
         scale = _scale_for(image.shape[0], image.shape[1], max_side)
         if scale < 1.0:
-            logger.info("reference image %dx%d downscaled by %.3f", image.shape[1], image.shape[0], scale)
+            logger.info("source image %dx%d downscaled by %.3f", image.shape[1], image.shape[0], scale)
         is_image, size, still = True, image.shape[:2], image
     else:
         info = probe_video(path)
@@ -118,7 +118,7 @@ def analyze_reference(
         scale=scale,
         progress=progress,
     )
-    return ReferenceTrack(
+    return SourceTrack(
         path=path,
         is_image=is_image,
         num_frames=face.num_frames,
@@ -133,12 +133,12 @@ def analyze_reference(
 
 
 def source_indices(num_source: int, num_output: int, loop: str = "pingpong") -> np.ndarray:
-    """Reference frame index for each output frame: ``0 … n-1`` then forwards-backwards or from the start.
+    """Source frame index for each output frame: ``0 … n-1`` then forwards-backwards or from the start.
 
-    A longer reference is trimmed (its first ``num_output`` frames).
+    A longer source is trimmed (its first ``num_output`` frames).
     """
     if num_source <= 0:
-        raise ValueError("the reference has no frames")
+        raise ValueError("the source video has no frames")
     t = np.arange(num_output)
     if num_source == 1:
         return np.zeros(num_output, dtype=np.int64)
@@ -149,3 +149,9 @@ def source_indices(num_source: int, num_output: int, loop: str = "pingpong") -> 
         phase = t % period
         return np.where(phase < num_source, phase, period - phase).astype(np.int64)
     raise ValueError(f"unknown loop mode {loop!r}; use pingpong or loop")
+
+
+# Names of earlier versions, when "reference" meant the dubbed video too.
+ReferenceTrack = SourceTrack
+ReferenceFrames = SourceFrames
+analyze_reference = analyze_source

@@ -1,7 +1,7 @@
 """One face track per video: landmarks per frame → smoothed square crop boxes (stages ② and ⑥).
 
 :func:`track_face` is the single implementation used by training-data preprocessing
-(:mod:`difftalk.preprocess.run`) and by inference (:func:`difftalk.pipeline.source.analyze_reference`), so a
+(:mod:`difftalk.preprocess.run`) and by inference (:func:`difftalk.pipeline.source.analyze_source`), so a
 reference at inference is cropped exactly as a training clip is. Per frame it takes the 68 landmarks
 either from the synthetic benchmark's ground truth (``../ground_truth/<stem>/landmarks.npy``, exact, not
 smoothed) or from the streaming dlib tracker (:class:`~difftalk.preprocess.face.FaceTracker`, smoothed by
