@@ -308,19 +308,23 @@ def test_progressive_reference_chains_every_lane(checkpoint, media, monkeypatch,
     calls = []
     original = DiffTalkPipeline._generate_batch
 
+    lanes, chunk = 2, 3
+    span = lanes * chunk
+
     def spy(self, items, references, *args, **kwargs):
         crops, latents = original(self, items, references, *args, **kwargs)
-        calls.append(([it["t"] for it in items], references.clone(), latents.clone()))
+        base, j = divmod(len(calls), chunk)  # the photo has a face in every frame: one call per (super-chunk, j)
+        ts = [t for t in (base * span + lane * chunk + j for lane in range(lanes)) if t < 25]
+        assert len(ts) == len(items)
+        calls.append((ts, references.clone(), latents.clone()))
         return crops, latents
 
     monkeypatch.setattr(DiffTalkPipeline, "_generate_batch", spy)
-    lanes, chunk = 2, 3
     options = GenerateOptions(lanes=lanes, chunk=chunk, reference_update=update, **FAST)
     driving = prepare_driving_audio(np.zeros(16000, np.float32), pipe.track(), pipe.feature_backend, options)
     frames = list(pipe.iter_frames(driving, options))
     assert len(frames) == driving.num_frames == 25
     generated = {t: latent for ts, _, latents in calls for t, latent in zip(ts, latents, strict=True)}
-    span = lanes * chunk
     starts = []
     for ts, references, _ in calls:
         for t, reference in zip(ts, references, strict=True):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from difftalk.diffusion import SAMPLERS
 from difftalk.diffusion.sampling import betas_from_alphas_cumprod, make_scheduler, randn, sample_masked
 from difftalk.diffusion.schedule import add_noise, ddim_alphas, ddim_timesteps, make_alphas_cumprod
-from difftalk.pipeline.base import TemporalBlend
+from difftalk.pipeline.base import GeneratedMouth, TemporalBlend
 
 PAPER = ("scaled_linear", 1000, 0.0015, 0.0195)
 
@@ -131,23 +132,27 @@ def test_a_scheduler_is_refused_for_unknown_names_and_bad_step_counts():
         sample_masked(lambda x, t: x, torch.zeros(1, 3, 4, 4), scheduler=make_scheduler("ddim", ac), num_steps=0)
 
 
-def _entry(value: int) -> tuple:
-    return (torch.full((2, 2, 3), value, dtype=torch.uint8).numpy(), None, None)
+def _mouth(value: int) -> GeneratedMouth:
+    crop = np.full((2, 2, 3), value, dtype=np.uint8)
+    return GeneratedMouth(crop, np.ones((2, 2), np.float32), np.zeros(4, np.float32))
+
+
+def _times(ready: list) -> list[int]:
+    return [r.t for r in ready]
 
 
 def test_temporal_blend_hands_frames_on_as_soon_as_they_are_final():
     blend = TemporalBlend(0.25)
-    first = blend.push(0, _entry(100))
-    assert [t for t, *_ in first] == [0]  # nothing before it: not blended, no wait for frame 1
-    assert blend.push(1, _entry(200)) == []  # waits for its right neighbour
+    assert _times(blend.push(0, _mouth(100))) == [0]  # nothing before it: not blended, no wait for frame 1
+    assert blend.push(1, _mouth(200)) == []  # waits for its right neighbour
     second = blend.push(2, None)  # frame 2 has no face: frame 1 is final unblended, frame 2 passes through
-    assert [t for t, *_ in second] == [1, 2]
-    assert int(second[0][1][0, 0, 0]) == 200 and second[1][1] is None
-    assert [t for t, *_ in blend.push(3, _entry(40))] == [3]
-    assert blend.push(4, _entry(80)) == []
-    out = blend.push(5, _entry(160))
-    assert [t for t, *_ in out] == [4]
-    assert int(out[0][1][0, 0, 0]) == round(0.5 * 80 + 0.25 * (40 + 160))
-    assert [t for t, *_ in blend.flush()] == [5]
+    assert _times(second) == [1, 2]
+    assert int(second[0].mouth.crop[0, 0, 0]) == 200 and second[1].mouth is None
+    assert _times(blend.push(3, _mouth(40))) == [3]
+    assert blend.push(4, _mouth(80)) == []
+    out = blend.push(5, _mouth(160))
+    assert _times(out) == [4]
+    assert int(out[0].mouth.crop[0, 0, 0]) == round(0.5 * 80 + 0.25 * (40 + 160))
+    assert _times(blend.flush()) == [5]
     off = TemporalBlend(0.0)
-    assert [t for t, *_ in off.push(0, _entry(1))] == [0] and [t for t, *_ in off.push(1, _entry(2))] == [1]
+    assert _times(off.push(0, _mouth(1))) == [0] and _times(off.push(1, _mouth(2))) == [1]

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -160,11 +160,46 @@ def resolve_output_path(output: str | Path, source: str | Path, audio: str | Pat
     return path if path.suffix else path.with_name(f"{path.name}.mp4")
 
 
-def crop_inputs(frame: np.ndarray, track: SourceTrack, index: int, size: int) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class FaceCrop:
+    """The model's view of one source frame: its face crop and what goes with it."""
+
+    image: np.ndarray
+    """``(S, S, 3)`` uint8 RGB face crop."""
+    landmarks: np.ndarray
+    """``(68, 2)`` float32 landmarks in crop pixels."""
+    mask: np.ndarray
+    """``(S, S)`` float32 mouth mask in [0, 1] (1 = regenerated)."""
+    box: np.ndarray
+    """``(4,)`` float32 crop box ``x0, y0, x1, y1`` in frame pixels."""
+
+
+@dataclass(frozen=True, eq=False)
+class GeneratedMouth:
+    """A generated face crop, ready to be pasted back into its frame."""
+
+    crop: np.ndarray
+    """``(S, S, 3)`` uint8 RGB generated crop."""
+    weight: np.ndarray
+    """``(S, S)`` float32 paste-back weight in [0, 1] (the lower face, feathered)."""
+    box: np.ndarray
+    """``(4,)`` float32 crop box in frame pixels."""
+
+
+class OutputFrame(NamedTuple):
+    """One output frame of :meth:`TalkingHeadPipeline.iter_frames`."""
+
+    image: np.ndarray
+    """``(H, W, 3)`` uint8 RGB full frame, before the watermark."""
+    generated: bool
+    """Whether its mouth was generated (False: no face, the source frame passed through untouched)."""
+
+
+def crop_inputs(frame: np.ndarray, track: SourceTrack, index: int, size: int) -> FaceCrop:
     """The face crop of source frame ``index`` at ``size``, its landmarks, mouth mask and crop box."""
     box = track.boxes[index]
     points = frame_to_crop(track.landmarks[index], box, size)
-    return {"crop": crop_image(frame, box, size), "landmarks": points, "mask": mouth_mask(points, size), "box": box}
+    return FaceCrop(crop_image(frame, box, size), points, mouth_mask(points, size), box)
 
 
 def first_reference(track: SourceTrack, wanted: int) -> int:
@@ -186,9 +221,12 @@ def feature_backend_of(directory: str | Path, kind: str, feature_dim: int) -> st
     return str(backend)
 
 
-Entry = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""(generated crop, paste-back weight, crop box) of one frame."""
-Ready = tuple[int, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None"]
+@dataclass(frozen=True)
+class ReadyFrame:
+    """Output frame ``t`` after frame interpolation: its generated mouth, or None (no face: passed through)."""
+
+    t: int
+    mouth: GeneratedMouth | None
 
 
 class TemporalBlend:
@@ -200,50 +238,49 @@ class TemporalBlend:
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
-        self._before: Entry | None = None
-        """The entry of the last frame pushed (None: it had no face, or nothing was pushed yet)."""
-        self._pending: tuple[int, Entry, Entry] | None = None
-        """(t, entry, its left neighbour's entry) of a frame that waits for its right neighbour."""
+        self._before: GeneratedMouth | None = None
+        """The mouth of the last frame pushed (None: it had no face, or nothing was pushed yet)."""
+        self._pending: tuple[int, GeneratedMouth, GeneratedMouth] | None = None
+        """(t, mouth, its left neighbour's mouth) of a frame that waits for its right neighbour."""
 
-    def _blend(self, t: int, entry: Entry, before: Entry, after: Entry | None) -> Ready:
-        crop, weight, box = entry
-        if after is not None:
-            mixed = (1 - 2 * self.weight) * crop.astype(np.float32) + self.weight * (
-                before[0].astype(np.float32) + after[0].astype(np.float32)
-            )
-            crop = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-        return t, crop, weight, box
+    def _blend(self, t: int, mouth: GeneratedMouth, before: GeneratedMouth, after: GeneratedMouth | None) -> ReadyFrame:
+        if after is None:
+            return ReadyFrame(t, mouth)
+        mixed = (1 - 2 * self.weight) * mouth.crop.astype(np.float32) + self.weight * (
+            before.crop.astype(np.float32) + after.crop.astype(np.float32)
+        )
+        crop = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+        return ReadyFrame(t, GeneratedMouth(crop, mouth.weight, mouth.box))
 
-    def push(self, t: int, entry: Entry | None) -> list[Ready]:
-        """Add frame t (``entry`` None: no face); returns the frames that are now final, in order."""
+    def push(self, t: int, mouth: GeneratedMouth | None) -> list[ReadyFrame]:
+        """Add frame t (``mouth`` None: no face); returns the frames that are now final, in order."""
         ready = []
         if self._pending is not None:
-            ready.append(self._blend(*self._pending, entry))
+            ready.append(self._blend(*self._pending, mouth))
             self._pending = None
-        if entry is None:
-            ready.append((t, None, None, None))
+        if mouth is None:
+            ready.append(ReadyFrame(t, None))
         elif self.weight > 0 and self._before is not None:
-            self._pending = (t, entry, self._before)
+            self._pending = (t, mouth, self._before)
         else:
-            ready.append((t, *entry))
-        self._before = entry
+            ready.append(ReadyFrame(t, mouth))
+        self._before = mouth
         return ready
 
-    def flush(self) -> list[Ready]:
+    def flush(self) -> list[ReadyFrame]:
         """The frame still waiting (the last one has no right neighbour: left as is)."""
         ready = [self._blend(*self._pending, None)] if self._pending is not None else []
         self._pending = self._before = None
         return ready
 
 
-def compose_frame(frames: SourceFrames, driving: Driving, ready: Ready) -> tuple[np.ndarray, bool]:
-    """Output frame t of ``ready``: its source frame with the generated mouth pasted back, or as it is
-    (no face); the flag says whether a mouth was generated."""
-    t, crop, weight, box = ready
-    frame = frames[driving.source(t)]
-    if crop is None or weight is None or box is None:
-        return frame, False
-    return paste_back(frame, crop, box, weight), True
+def compose_frame(frames: SourceFrames, driving: Driving, ready: ReadyFrame) -> OutputFrame:
+    """Output frame ``ready.t``: its source frame with the generated mouth pasted back, or as it is (no face)."""
+    frame = frames[driving.source(ready.t)]
+    mouth = ready.mouth
+    if mouth is None:
+        return OutputFrame(frame, False)
+    return OutputFrame(paste_back(frame, mouth.crop, mouth.box, mouth.weight), True)
 
 
 class TalkingHeadPipeline:
@@ -333,9 +370,8 @@ class TalkingHeadPipeline:
             raise ValueError("call set_source(video_or_photo) before generate(audio, output)")
         return self.source
 
-    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
-        """Yield ``(frame, generated)`` per output frame, in order: uint8 ``(H, W, 3)`` before the watermark,
-        and whether its mouth was generated (False: no face, passed through untouched)."""
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[OutputFrame]:
+        """Yield an :class:`OutputFrame` ``(image, generated)`` per output frame, in order."""
         raise NotImplementedError
 
     def provenance(self, options: GenerateOptions) -> dict[str, Any]:

@@ -35,8 +35,10 @@ from difftalk.pipeline.base import (
     FPS,
     WATERMARK_PAYLOAD,
     Driving,
-    Entry,
+    FaceCrop,
+    GeneratedMouth,
     GenerationResult,
+    OutputFrame,
     TalkingHeadPipeline,
     TemporalBlend,
     compose_frame,
@@ -157,7 +159,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
     @torch.no_grad()
     def _generate_batch(
         self,
-        items: list[dict[str, Any]],
+        items: list[FaceCrop],
         references: torch.Tensor,
         audio_windows: np.ndarray,
         steps: int,
@@ -180,9 +182,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """
         model, size = self.model, self.model.config.autoencoder.image_size
         device, dtype = self.device, self.dtype
-        crops = to_tensor(np.stack([it["crop"] for it in items])).to(device, dtype)
-        masks = torch.from_numpy(np.stack([it["mask"] for it in items]))[:, None].to(device, dtype)
-        landmarks = np.stack([condition_landmarks(it["landmarks"], size) for it in items])
+        crops = to_tensor(np.stack([it.image for it in items])).to(device, dtype)
+        masks = torch.from_numpy(np.stack([it.mask for it in items]))[:, None].to(device, dtype)
+        landmarks = np.stack([condition_landmarks(it.landmarks, size) for it in items])
         known = model.encode_frames(crops)
         mouth = latent_mask(masks, known.shape[-1])
         pixel = model.config.masked_target == "pixel"
@@ -223,7 +225,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         image = to_tensor(crop[None]).to(self.device, self.dtype)
         return image - self.model.decode_latents(self.model.encode_frames(image))
 
-    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[OutputFrame]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
         after the other (progressive reference within the lane); the lanes run as one batch.
 
@@ -243,7 +245,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         generator = torch.Generator().manual_seed(options.seed)
         frames = SourceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
-        fixed_reference = crop_inputs(frames[first], track, first, size)["crop"]
+        fixed_reference = crop_inputs(frames[first], track, first, size).image
         fixed_latent = self.model.encode_frames(to_tensor(fixed_reference[None]).to(self.device, self.dtype))[0]
         residual = self._reconstruction_error(fixed_reference) if options.colour_fix else None
         lanes, chunk = options.lanes, options.chunk
@@ -254,12 +256,13 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         base = 0
         while driving.has_frame(base):
             end = base + span  # (a last super-chunk may stop earlier: then no later chunk needs its last latent)
-            results: dict[int, Entry] = {}
+            results: dict[int, GeneratedMouth] = {}
             done: set[int] = set()
             cursor = base  # frames before it were handed on, in order, as soon as they and all before were done
             last_latent: torch.Tensor | None = None
             for j in range(chunk):
-                todo, lane_of, refs = [], [], []
+                todo: list[FaceCrop] = []
+                times, lane_of, refs = [], [], []
                 for lane in range(lanes):
                     t = base + lane * chunk + j
                     if not driving.has_frame(t):
@@ -269,22 +272,20 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     if not track.found[source]:
                         previous[lane] = None  # the next face starts again from the fixed reference
                         continue
-                    item = crop_inputs(frames[source], track, source, size)
-                    item["t"] = t
-                    todo.append(item)
+                    todo.append(crop_inputs(frames[source], track, source, size))
+                    times.append(t)
                     lane_of.append(lane)
                     reference = previous[lane] if options.progressive_reference else None
                     refs.append(reference if reference is not None else fixed_latent)
                 if todo:
-                    windows = driving.windows(np.array([it["t"] for it in todo]), context)
+                    windows = driving.windows(np.array(times), context)
                     crops, latents = self._generate_batch(
                         todo, torch.stack(refs), windows, steps, options, generator, residual
                     )
-                    for item, lane, crop, latent in zip(todo, lane_of, crops, latents, strict=True):
-                        weight = paste_weight(item["landmarks"], size, options.feather)
-                        results[item["t"]] = (crop, weight, item["box"])
+                    for item, t, lane, crop, latent in zip(todo, times, lane_of, crops, latents, strict=True):
+                        results[t] = GeneratedMouth(crop, paste_weight(item.landmarks, size, options.feather), item.box)
                         previous[lane] = latent
-                        if item["t"] == end - 1:
+                        if t == end - 1:
                             last_latent = latent
                 # lane 0's frames are done in order: hand them on now, not when the whole super-chunk is done
                 while cursor < end and cursor in done:

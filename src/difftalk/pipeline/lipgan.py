@@ -37,8 +37,10 @@ from difftalk.pipeline.base import (
     FPS,
     Driving,
     DrivingAudio,
-    Entry,
+    FaceCrop,
+    GeneratedMouth,
     GenerationResult,
+    OutputFrame,
     TalkingHeadPipeline,
     TemporalBlend,
     compose_frame,
@@ -97,34 +99,35 @@ class LipGANPipeline(TalkingHeadPipeline):
         audio = torch.from_numpy(windows).to(device, dtype)
         return list(to_uint8(self.generator(apply_mask(frames, mask), references, audio)))
 
-    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[tuple[np.ndarray, bool]]:
+    def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[OutputFrame]:
         """Frames in batches of ``lanes · chunk``; each frame's mouth comes from the generator in one pass."""
         track = self.track()
         config = self.generator.config
         size, context = config.image_size, config.context_frames
         frames = SourceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
-        reference = crop_inputs(frames[first], track, first, size)["crop"]
+        reference = crop_inputs(frames[first], track, first, size).image
         batch = options.lanes * options.chunk
         smoother = TemporalBlend(options.temporal_smoothing)
 
         base = 0
         while driving.has_frame(base):
             present = [t for t in range(base, base + batch) if driving.has_frame(t)]
-            times, items = [], []
+            times: list[int] = []
+            items: list[FaceCrop] = []
             for t in present:
                 source = driving.source(t)
                 if track.found[source]:
                     times.append(t)
                     items.append(crop_inputs(frames[source], track, source, size))
-            results: dict[int, Entry] = {}
+            results: dict[int, GeneratedMouth] = {}
             if times:
                 windows = driving.windows(np.asarray(times), context)
                 generated = self._generate_crops(
-                    [it["crop"] for it in items], [it["mask"] for it in items], reference, windows
+                    [it.image for it in items], [it.mask for it in items], reference, windows
                 )
                 for t, crop, item in zip(times, generated, items, strict=True):
-                    results[t] = (crop, paste_weight(item["landmarks"], size, options.feather), item["box"])
+                    results[t] = GeneratedMouth(crop, paste_weight(item.landmarks, size, options.feather), item.box)
             for t in present:
                 for ready in smoother.push(t, results.get(t)):
                     yield compose_frame(frames, driving, ready)
