@@ -15,45 +15,11 @@ noise (so z_T itself is masked); inside the mask the sampler's own latent is kep
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from difftalk.diffusion.sampling import DenoiseFn, StepCallback, make_scheduler, randn, sample_masked
 
-__all__ = ["DenoiseFn", "StepCallback", "ddim_step", "randn", "sample_ddim"]
-
-
-def ddim_step(
-    latents: torch.Tensor,
-    noise_pred: torch.Tensor,
-    alpha: float,
-    alpha_prev: float,
-    eta: float,
-    noise: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM update x_t → x_prev.
-
-    Args:
-        latents: ``(B, C, h, w)`` x_t.
-        noise_pred: ε̂ for x_t.
-        alpha: ᾱ_t.
-        alpha_prev: ᾱ of the target step.
-        eta: η; 0 is deterministic.
-        noise: fresh N(0, I) of the latents' shape; needed only when ``eta > 0``.
-
-    Returns:
-        ``(x_prev, x̂_0)``.
-    """
-    clean = (latents - math.sqrt(1 - alpha) * noise_pred) / math.sqrt(alpha)
-    sigma = eta * math.sqrt((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev))
-    direction = math.sqrt(max(1 - alpha_prev - sigma**2, 0.0)) * noise_pred
-    previous = math.sqrt(alpha_prev) * clean + direction
-    if eta > 0:
-        if noise is None:
-            raise ValueError("ddim_step needs noise when eta > 0")
-        previous = previous + sigma * noise
-    return previous, clean
+__all__ = ["DenoiseFn", "StepCallback", "randn", "sample_ddim"]
 
 
 def sample_ddim(

@@ -213,6 +213,36 @@ def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
     return collate_samples([dataset[i] for i in picks])
 
 
+def training_batches(
+    fabric: Any,
+    config: DiffTalkConfig,
+    autoencoder: Autoencoder,
+    seed: int,
+    batch_size: int,
+    latent_cache: bool,
+    progress: bool,
+) -> Batches:
+    """The training split of ``config.data`` as :class:`Batches` of ``batch_size`` per rank, with its clips'
+    latents cached by ``autoencoder`` first when ``latent_cache`` (rank 0 builds, every rank reads)."""
+    fingerprint = None
+    if latent_cache:
+        clips = open_clips(config.data.data_dir, "train")
+        if fabric.is_global_zero:
+            fingerprint = build_latent_cache(clips, autoencoder, device=fabric.device, progress=progress)
+        fingerprint = fabric.broadcast(fingerprint, src=0)
+    dataset = TalkingHeadDataset(
+        config.data.data_dir,
+        split="train",
+        image_size=config.model.autoencoder.image_size,
+        context_frames=config.model.audio_encoder.context_frames,
+        feature_backend=config.data.feature_backend,
+        reference_min_distance=config.data.reference_min_distance,
+        seed=seed,
+        latent_cache=fingerprint,
+    )
+    return Batches.build(fabric, dataset, batch_size, seed, config.data.num_workers, collate_samples)
+
+
 def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> TrainResult:
     """Train (or resume training of) the diffusion model of ``config``, driven by ``config.train`` and
     ``config.data`` (``resume``, ``progress``: see :mod:`difftalk.train`)."""
@@ -224,23 +254,9 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     model = DiffTalkModel(config.model)
     _load_autoencoder(model, train.autoencoder)
     torch.manual_seed(train.seed + rank)
-    fingerprint = None
-    if train.latent_cache:
-        clips = open_clips(config.data.data_dir, "train")
-        if fabric.is_global_zero:
-            fingerprint = build_latent_cache(clips, model.autoencoder, device=fabric.device, progress=progress)
-        fingerprint = fabric.broadcast(fingerprint, src=0)
-    dataset = TalkingHeadDataset(
-        config.data.data_dir,
-        split="train",
-        image_size=config.model.autoencoder.image_size,
-        context_frames=config.model.audio_encoder.context_frames,
-        feature_backend=config.data.feature_backend,
-        reference_min_distance=config.data.reference_min_distance,
-        seed=train.seed,
-        latent_cache=fingerprint,
+    batches = training_batches(
+        fabric, config, model.autoencoder, train.seed, train.batch_size, train.latent_cache, progress
     )
-    batches = Batches.build(fabric, dataset, train.batch_size, train.seed, config.data.num_workers, collate_samples)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
     fabric_model, optimizer = fabric.setup(model, optimizer)
     fabric_model.mark_forward_method("training_loss")
@@ -262,7 +278,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         model.config = replace(model.config, latent_scale=float(resumed.get("latent_scale", 1.0)))
         logger.info("latent scale %.4f (from the training state)", model.config.latent_scale)
     else:
-        std = latent_std(model, dataset)
+        std = latent_std(model, batches.dataset)
         if train.scale_latents_by_std:
             model.config = replace(model.config, latent_scale=1.0 / std)
             logger.info("latent std %.4f → model.latent_scale %.4f (train.scale_latents_by_std)", std, 1.0 / std)
@@ -280,7 +296,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
         fabric.device,
         world,
         fabric.strategy.__class__.__name__,
-        len(dataset),
+        len(batches.dataset),
         train.steps,
         train.batch_size,
     )

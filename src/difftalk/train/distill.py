@@ -39,20 +39,16 @@ import torch
 
 from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir, weights_sha256
 from difftalk.config import DiffTalkConfig, DistillConfig
-from difftalk.data.batch import TalkingHeadBatch, collate_samples
-from difftalk.data.clips import open_clips
-from difftalk.data.dataset import TalkingHeadDataset
+from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.transforms import to_uint8
 from difftalk.diffusion.ddim import DenoiseFn, randn
 from difftalk.diffusion.sampling import make_scheduler, sample_masked
 from difftalk.diffusion.schedule import add_noise, predict_clean
 from difftalk.io.image import save_image_grid
 from difftalk.models.difftalk import DiffTalkModel, dilate_mask
-from difftalk.train.diffusion import SAMPLE_GRID_SIZE, _conditions, _fixed_batch, _targets
+from difftalk.train.diffusion import SAMPLE_GRID_SIZE, _conditions, _fixed_batch, _targets, training_batches
 from difftalk.train.ema import EMA
-from difftalk.train.latent_cache import build_latent_cache
 from difftalk.train.loop import (
-    Batches,
     Every,
     StepOutput,
     TrainableWeights,
@@ -242,24 +238,8 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
     target.to(fabric.device)
     torch.manual_seed(settings.seed + rank)
 
-    fingerprint = None
-    if settings.latent_cache:
-        clips = open_clips(config.data.data_dir, "train")
-        if fabric.is_global_zero:
-            fingerprint = build_latent_cache(clips, teacher.autoencoder, device=fabric.device, progress=progress)
-        fingerprint = fabric.broadcast(fingerprint, src=0)
-    dataset = TalkingHeadDataset(
-        config.data.data_dir,
-        split="train",
-        image_size=config.model.autoencoder.image_size,
-        context_frames=config.model.audio_encoder.context_frames,
-        feature_backend=config.data.feature_backend,
-        reference_min_distance=config.data.reference_min_distance,
-        seed=settings.seed,
-        latent_cache=fingerprint,
-    )
-    batches = Batches.build(
-        fabric, dataset, settings.batch_size, settings.seed, config.data.num_workers, collate_samples
+    batches = training_batches(
+        fabric, config, teacher.autoencoder, settings.seed, settings.batch_size, settings.latent_cache, progress
     )
     optimizer = torch.optim.AdamW(
         student.trainable_parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -291,7 +271,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         teacher_sha256[:12],
         fabric.device,
         world,
-        len(dataset),
+        len(batches.dataset),
         settings.steps,
         settings.batch_size,
     )
