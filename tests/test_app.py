@@ -18,6 +18,7 @@ from skimage import data
 
 from difftalk.app_limits import UploadError, UploadLimits, check_source, check_speech, check_upload
 from difftalk.app_logic import (
+    SAMPLERS,
     AppConfig,
     GenerationRequest,
     PipelineCache,
@@ -26,6 +27,7 @@ from difftalk.app_logic import (
     run_generation,
     verify_upload,
 )
+from difftalk.diffusion import SAMPLERS as DIFFUSION_SAMPLERS
 from difftalk.io.audio import save_wav
 from difftalk.io.video import VideoWriter, probe_video
 from difftalk.io.watermark import verify_file
@@ -164,6 +166,7 @@ def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(
     assert pipe.source is not None and (cache.loads, cache.analyses) == (1, 1)
     with pytest.raises(ValueError, match="unknown sampler"):
         run_generation(replace(request, sampler="PLMS"), config, cache)
+    assert [generate_options(replace(request, sampler=label)).sampler for label in SAMPLERS] == list(DIFFUSION_SAMPLERS)
 
 
 def test_the_synthetic_identity_is_rendered_once_with_its_landmarks(tmp_path):

@@ -172,7 +172,9 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
                     placeholder="empty = the shipped demo model (synthetic faces); a folder; owner/name on the Hub",
                 )
                 with gr.Row():
-                    sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
+                    sampler = gr.Dropdown(
+                        list(SAMPLERS), value=defaults.sampler, label="Sampler", info="LCM: distilled students only"
+                    )
                     steps = gr.Slider(1, 200, value=defaults.steps, step=1, label="Steps", elem_id="steps")
                     seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0)
                 with gr.Row():

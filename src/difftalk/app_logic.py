@@ -33,8 +33,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = Path("outputs/app")
-SAMPLERS: dict[str, str] = {"DDIM": "DDIM (η = 0): deterministic given the seed, the sampler the model was trained for"}
-"""Samplers the page offers, name → description. A new one is added here and in :func:`generate_options`."""
+SAMPLERS: dict[str, tuple[str, str]] = {
+    "DDIM": ("ddim", "DDIM (η = 0): deterministic given the seed, the paper's sampler"),
+    "DPM-Solver++": ("dpmpp", "DPM-Solver++ (2M): as good as DDIM in fewer steps"),
+    "UniPC": ("unipc", "UniPC: as good as DDIM in fewer steps"),
+    "LCM": ("lcm", "LCM: 1-4 steps, for distilled students (difftalk distill) only"),
+}
+"""Samplers the page offers: label → (:data:`difftalk.diffusion.SAMPLERS` name, description)."""
 SYNTHETIC_SECONDS = 4.0
 """Length of the built-in synthetic identity's clip and speech."""
 USER_ERRORS = (ValueError, FileNotFoundError, MissingExtraError)
@@ -91,7 +96,7 @@ class AppResult:
 
 
 def generate_options(request: GenerationRequest) -> GenerateOptions:
-    """The pipeline options of a request (the sampler is checked; DDIM is the only one today).
+    """The pipeline options of a request (the sampler is checked against :data:`SAMPLERS`).
 
     Raises:
         ValueError: an unknown sampler, steps < 1, or smoothing outside [0, 0.5].
@@ -104,6 +109,7 @@ def generate_options(request: GenerationRequest) -> GenerateOptions:
         raise ValueError(f"the number of {request.sampler} steps must be at least 1, got {request.steps}")
     return GenerateOptions(
         num_steps=int(request.steps),
+        sampler=SAMPLERS[request.sampler][0],
         progressive_reference=bool(request.progressive_reference),
         # without the progressive reference the lanes are independent: batch 4 frames (as the demo does)
         lanes=1 if request.progressive_reference else 4,
