@@ -58,3 +58,38 @@ def test_the_version_is_written_once_and_pyproject_reads_it():
     project = read_configuration(pyproject, expand=True)["project"]
     assert "version" in project["dynamic"]
     assert project["version"] == difftalk.__version__
+
+
+LAYERS = [
+    "constants", "errors", "cli_options", "config", "checkpoint", "io", "preprocess", "synth", "data", "diffusion",
+    "models", "pipeline", "metrics", "eval", "train", "demo_toy", "demo", "app_limits", "app_logic", "app",
+    "cli_app", "cli_generate", "cli_stream", "cli_train", "cli", "__init__",
+]  # fmt: skip
+"""The package's parts in data-flow order (README, "Data flow and layout"): each imports only earlier ones."""
+
+
+def _imports_between_parts() -> set[tuple[str, str]]:
+    import ast
+
+    root = Path(difftalk.__file__).parent
+    edges = set()
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        part = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                pieces = name.split(".")
+                if pieces[0] == "difftalk" and len(pieces) > 1 and pieces[1] != part:
+                    edges.add((part, pieces[1]))
+    return edges
+
+
+def test_every_part_imports_only_parts_before_it_in_the_data_flow():
+    edges = _imports_between_parts()
+    unknown = {part for edge in edges for part in edge} - set(LAYERS)
+    assert not unknown, f"place {sorted(unknown)} in LAYERS"
+    backward = sorted((a, b) for a, b in edges if LAYERS.index(b) > LAYERS.index(a))
+    assert not backward, f"imports against the data flow: {backward}"
+    assert ("diffusion", "models") not in edges and ("preprocess", "data") not in edges

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from difftalk.data.clips import CLIP_META
+from difftalk.constants import CLIP_META
 from difftalk.io.audio import SAMPLE_RATE, AudioError, fit_length, load_audio
 from difftalk.io.video import VideoError, iter_frames, probe_video
 from difftalk.preprocess.audio_features import compute_features, load_precomputed
