@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.common import write_results
 from difftalk.data.clips import Clip
@@ -82,17 +83,27 @@ def mouth_crops(video: Path, clip: Clip, frames: int) -> list[np.ndarray]:
     return out
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def score_run(
-    spec: RunSpec, data: str, root: Path, syncnet: str | None, seconds: float, max_clips: int | None, device: str
+    spec: RunSpec,
+    data: str,
+    root: Path,
+    syncnet: str | None,
+    seconds: float,
+    max_clips: int | None,
+    device: str,
+    dtype: str = "fp32",
 ) -> dict[str, Path]:
     """Generate and evaluate ``spec`` self- and cross-driven (reusing finished folders); the two folders."""
     folders = {}
     for mode in ("self", "cross"):
-        folder = root / spec.folder_name / mode
+        folder = root / (spec.folder_name + ("" if dtype == "fp32" else f"__{dtype}")) / mode
         if not (folder / "metrics.json").is_file():
             options = GenerateOptions(num_steps=spec.steps, sampler=spec.sampler, **DEMO_SETTINGS)  # type: ignore[arg-type]
             run_benchmark(data, folder, checkpoint=spec.checkpoint, seconds=seconds, cross_audio=mode == "cross",
-                          options=options, device=device, max_clips=max_clips)  # fmt: skip
+                          options=options, device=device, max_clips=max_clips, dtype=DTYPES[dtype])  # fmt: skip
             evaluate_results(folder, data, syncnet, progress=False)
         folders[mode] = folder
     return folders
@@ -120,18 +131,24 @@ def quality_rows(
     seconds: float = 2.0,
     max_clips: int | None = None,
     device: str = "cpu",
+    dtype: str = "fp32",
 ) -> list[dict[str, Any]]:
-    """One row of quality columns per run; the first run is the reference of the ``vs_ref`` columns."""
-    runs = {spec: score_run(spec, data, root, syncnet, seconds, max_clips, device) for spec in specs}
+    """One row of quality columns per run; the first run is the reference of the ``vs_ref`` columns.
+
+    ``dtype`` (fp32, fp16, bf16) applies to every run but the first, which stays fp32 (the reference)."""
+    runs = {
+        spec: score_run(spec, data, root, syncnet, seconds, max_clips, device, "fp32" if i == 0 else dtype)
+        for i, spec in enumerate(specs)
+    }
     reference = runs[specs[0]]["self"]
     rows = []
-    for spec, folders in runs.items():
+    for i, (spec, folders) in enumerate(runs.items()):
         own = json.loads((folders["self"] / "metrics.json").read_text())["summary"]["self_driven"]
         cross = json.loads((folders["cross"] / "metrics.json").read_text())["summary"]["cross_driven"]
         ssim_ref, psnr_ref = compare_mouths(folders["self"], reference, data)
         rows.append(
             {
-                "run": spec.label,
+                "run": spec.label + ("" if i == 0 or dtype == "fp32" else f" {dtype}"),
                 "sampler": spec.sampler,
                 "steps": spec.steps,
                 "checkpoint": spec.checkpoint,
@@ -188,19 +205,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--max-clips", type=int, help="only the first held-out clips (default: all)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision of every run but the first")
     parser.add_argument("--root", type=Path, default=Path("runs/steps_quality"), help="where the runs are kept")
     parser.add_argument("--name", default="steps_quality", help="results file name")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     specs = [parse_run(text, args.checkpoint) for text in args.runs]
-    rows = quality_rows(specs, args.data, args.root, args.syncnet, args.seconds, args.max_clips, args.device)
+    rows = quality_rows(
+        specs, args.data, args.root, args.syncnet, args.seconds, args.max_clips, args.device, args.dtype
+    )
     clips = f"{args.max_clips} held-out clips" if args.max_clips else "all held-out clips"
     lines = [
         "# Quality against sampler and steps (held-out synthetic identities)",
         "",
         f"`python -m benchmarks.bench_steps_quality --checkpoint {args.checkpoint} --data {args.data} "
-        f"--syncnet {args.syncnet} --runs {' '.join(args.runs)}`",
+        f"--syncnet {args.syncnet} --runs {' '.join(args.runs)}"
+        + (f" --dtype {args.dtype}" if args.dtype != "fp32" else "")
+        + "`",
         "",
         f"{clips} × {args.seconds:g} s, self- and cross-driven, the demo's settings (fixed reference, one noise "
         "draw, 4 lanes), seed 0; the last column compares each run's mouths with the first run's.",

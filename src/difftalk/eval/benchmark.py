@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from difftalk.constants import FPS, RESULTS_NAME
@@ -77,6 +78,7 @@ def run_benchmark(
     options: GenerateOptions | None = None,
     device: str = "cpu",
     max_clips: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Generate ``out_dir/videos/<clip>.mp4`` for every clip of ``split`` and write ``results.json``.
 
@@ -91,6 +93,7 @@ def run_benchmark(
         options: generation options (progress bars are turned off per clip).
         device: torch device for the model.
         max_clips: only the first clips (for quick runs).
+        dtype: the model's precision (``difftalk`` only).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = replace(options or GenerateOptions(), progress=False, length="audio")
@@ -105,7 +108,7 @@ def run_benchmark(
         if checkpoint is None:
             raise ValueError(f"method '{method}' needs --checkpoint")
         if method == "difftalk":
-            pipe = DiffTalkPipeline.from_pretrained(checkpoint, device=device)
+            pipe = DiffTalkPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
         else:
             from difftalk.pipeline.lipgan import LipGANPipeline
 
