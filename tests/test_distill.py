@@ -178,3 +178,13 @@ def test_cli_distill_wires_the_teacher_config_and_no_resume(monkeypatch, teacher
     assert config.distill.teacher == str(teacher) and config.distill.steps == 7
     assert config.data.data_dir == str(tmp_path / "data") and config.distill.run_dir == str(tmp_path / "run")
     assert seen["resume"] is False and seen["progress"] is False
+
+
+def test_the_shipped_student_was_distilled_from_the_shipped_teacher():
+    # the recipe work replaces the demo model: a student of an older teacher must be distilled again
+    from difftalk.checkpoint import read_checkpoint_meta, weights_sha256
+    from difftalk.demo import ASSETS, DEMO_MODEL
+
+    extra = read_checkpoint_meta(ASSETS / "demo_student", "DiffTalkModel")["extra"]
+    assert extra["distilled"] and extra["sampler"] == "lcm"
+    assert extra["teacher"]["sha256"] == weights_sha256(DEMO_MODEL)

@@ -70,14 +70,17 @@ def colour_correction(
             f"shapes do not fit: crops {tuple(crops.shape)}, reconstructions {tuple(reconstructions.shape)}, "
             f"masks {tuple(masks.shape)}"
         )
-    known = (1 - masks).to(crops.dtype)
+    dtype = crops.dtype  # computed in fp32: grouped convolutions in bf16/fp16 are pathologically slow on CPUs
+    crops, reconstructions, masks = crops.float(), reconstructions.float(), masks.float()
+    known = 1 - masks
     residual = crops - reconstructions
     if reference_residual is None:
-        return _smooth(residual, known, sigma)
+        return _smooth(residual, known, sigma).to(dtype)
     if reference_residual.shape[1:] != crops.shape[1:] or reference_residual.shape[0] not in (1, crops.shape[0]):
         raise ValueError(
             f"shapes do not fit: reference_residual {tuple(reference_residual.shape)}, crops {tuple(crops.shape)}"
         )
-    reference = reference_residual.to(crops.dtype).expand_as(crops)
+    reference = reference_residual.float().expand_as(crops)
     everywhere = torch.ones_like(known)
-    return _smooth(residual - reference, known, sigma) + _smooth(reference, everywhere, reference_sigma or sigma / 2)
+    fill = _smooth(residual - reference, known, sigma) + _smooth(reference, everywhere, reference_sigma or sigma / 2)
+    return fill.to(dtype)
