@@ -33,9 +33,9 @@ def main() -> None:
     if args.note:
         extra["trained_with"] = args.note
     teacher = extra.get("teacher")
-    if isinstance(teacher, dict) and Path(str(teacher.get("path", ""))).is_dir():
-        if weights_sha256(teacher["path"]) != teacher.get("sha256"):
-            raise SystemExit(f"{teacher['path']} is not the teacher this student was distilled from (sha256 differs)")
+    here = isinstance(teacher, dict) and Path(str(teacher.get("path", ""))).is_dir()
+    if here and weights_sha256(teacher["path"]) != teacher.get("sha256"):
+        raise SystemExit(f"{teacher['path']} is not the teacher this student was distilled from (sha256 differs)")
     model = DiffTalkModel.from_pretrained(args.source)
     model.save_pretrained(args.output, dtype=None if args.fp32 else torch.float16, **extra)
     size = (args.output / "weights.safetensors").stat().st_size / 2**20
