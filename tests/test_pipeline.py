@@ -295,6 +295,44 @@ def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(c
     assert flicker["shared"] == 0.0 and flicker["independent"] > 5, flicker
 
 
+@needs_dlib
+def test_source_crops_are_encoded_once_per_source_frame(checkpoint, media, monkeypatch):
+    """A 1 s video (25 source frames) dubbed with 1.7 s of speech loops forwards and backwards: each source
+    frame's crop is encoded once, the looped frames and a second ``generate`` reuse the latents, and the
+    frames are exactly those of encoding every crop every time."""
+    from difftalk.pipeline.base import prepare_driving_audio
+    from difftalk.pipeline.generate import SourceLatents
+
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    track = pipe.set_source(media / "face.mp4", GenerateOptions(progress=False))
+    encoded: list[int] = []
+    encode = pipe.model.encode_frames
+    monkeypatch.setattr(pipe.model, "encode_frames", lambda frames: (encoded.append(len(frames)), encode(frames))[1])
+    options = GenerateOptions(progressive_reference=False, colour_fix=False, **FAST)
+    per_frame = 2 if pipe.model.config.masked_target == "pixel" else 1  # (pixel: the blacked-out crop too)
+    speech = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.7 * 16000)) / 16000).astype(np.float32)
+
+    def frames() -> np.ndarray:
+        driving = prepare_driving_audio(speech, pipe.track(), pipe.feature_backend, options)
+        return np.stack([frame for frame, _ in pipe.iter_frames(driving, options)])
+
+    cached = frames()
+    faces = int(np.sum(track.found))
+    assert len(cached) == 42 > len(track.found) == 25 and faces > 20
+    assert sum(encoded) == 1 + per_frame * faces  # the fixed reference, then every source frame with a face once
+    encoded.clear()
+    assert np.array_equal(frames(), cached) and encoded == [1]  # again: only the fixed reference
+    pipe.source_latents = SourceLatents(budget_mb=0)  # nothing kept: every crop encoded every time
+    encoded.clear()
+    assert np.array_equal(frames(), cached)
+    assert sum(encoded) == 1 + per_frame * sum(bool(track.found[i]) for i in _looped(25, 42))
+
+
+def _looped(num_source: int, num_frames: int) -> list[int]:
+    """The source frame of each output frame of a video looped forwards and backwards."""
+    return [int(i) for i in source_indices(num_source, num_frames, "pingpong")]
+
+
 @pytest.mark.parametrize("update", ["composite", "latent"])
 def test_progressive_reference_chains_every_lane(checkpoint, media, monkeypatch, update):
     """Frame t's reference is what frame t − 1 of its lane passed on (the encoded real crop with the generated
@@ -311,8 +349,8 @@ def test_progressive_reference_chains_every_lane(checkpoint, media, monkeypatch,
     lanes, chunk = 2, 3
     span = lanes * chunk
 
-    def spy(self, items, references, *args, **kwargs):
-        crops, latents = original(self, items, references, *args, **kwargs)
+    def spy(self, items, sources, references, *args, **kwargs):
+        crops, latents = original(self, items, sources, references, *args, **kwargs)
         base, j = divmod(len(calls), chunk)  # the photo has a face in every frame: one call per (super-chunk, j)
         ts = [t for t in (base * span + lane * chunk + j for lane in range(lanes)) if t < 25]
         assert len(ts) == len(items)

@@ -19,7 +19,7 @@ full frame; frames without a face pass through untouched. Frames are streamed in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,47 @@ logger = logging.getLogger(__name__)
 COLOUR_SIGMA = 0.1
 """Width of the colour-correction blur as a fraction of the crop size."""
 
+SOURCE_LATENT_BUDGET_MB = 256.0
+"""Memory the encoded source crops may take (per pipeline, on its device); 12 KB a frame at 128², 48 KB at
+256²: a 256 MB budget holds ~90 min of 128² frames, ~22 min at 256²."""
+
+
+class SourceLatents:
+    """The encoded crops of the current source (z₀ and z_masked), by source frame index, computed once.
+
+    A source frame's crop (and so its latent) does not depend on the audio: a photo is encoded once for
+    the whole video, a looped video once per frame for every loop and every later ``generate`` call
+    (MuseTalk's "prepared avatar", without a separate preparation step). Entries are kept until the
+    budget is full (then new frames are encoded every time: no eviction, so a long loop cannot thrash)
+    and dropped when the source changes.
+    """
+
+    def __init__(self, budget_mb: float = SOURCE_LATENT_BUDGET_MB) -> None:
+        self.budget_bytes = int(budget_mb * 2**20)
+        self.used_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._owner: object | None = None
+        self._latents: dict[int, torch.Tensor] = {}
+
+    def lookup(self, owner: object, keys: list[int], encode: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        """The latents of frames ``keys`` of source ``owner``, stacked: the kept ones reused, the others made
+        in one batch by ``encode(rows)`` (the rows of ``keys`` to encode → one tensor per row) and kept while
+        the budget allows."""
+        if owner is not self._owner:
+            self._owner, self._latents, self.used_bytes = owner, {}, 0
+        missing = [i for i, key in enumerate(keys) if key not in self._latents]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh = dict(zip(missing, encode(missing), strict=True)) if missing else {}
+        for i, latent in fresh.items():
+            size = latent.numel() * latent.element_size()
+            if keys[i] not in self._latents and self.used_bytes + size <= self.budget_bytes:
+                self._latents[keys[i]] = latent
+                self.used_bytes += size
+        return torch.stack([fresh[i] if i in fresh else self._latents[key] for i, key in enumerate(keys)])
+
+
 __all__ = ["FPS", "WATERMARK_PAYLOAD", "DiffTalkPipeline", "GenerationResult", "silent_frames"]
 
 
@@ -87,6 +128,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         self.sampler_settings = dict(sampler_settings or {})
         """Scheduler constructor settings the checkpoint records (a student: ``original_inference_steps``)."""
         self._checked: set[tuple[int | None, str]] = set()
+        self.source_latents = SourceLatents()
+        """The current source's encoded crops (see :class:`SourceLatents`)."""
 
     @classmethod
     def from_pretrained(
@@ -160,6 +203,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
     def _generate_batch(
         self,
         items: list[FaceCrop],
+        sources: list[int],
         references: torch.Tensor,
         audio_windows: np.ndarray,
         steps: int,
@@ -170,6 +214,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """Masked-z_T sampling (``options.sampler``) for a batch of frames.
 
         Returns (uint8 crops, the next references ``(B, C, h, w)``).
+
+        ``sources``: the source frame index of each item (its crop's latent is encoded once per source frame,
+        :class:`SourceLatents`).
 
         ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or what the previous frame
         passed on). The next references follow ``options.reference_update`` (``composite``: the encoded real
@@ -185,14 +232,24 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         crops = to_tensor(np.stack([it.image for it in items])).to(device, dtype)
         masks = torch.from_numpy(np.stack([it.mask for it in items]))[:, None].to(device, dtype)
         landmarks = np.stack([condition_landmarks(it.landmarks, size) for it in items])
-        known = model.encode_frames(crops)
-        mouth = latent_mask(masks, known.shape[-1])
+        track = self.track()
+        keys = [0 if track.is_image else index for index in sources]  # a photo: one frame for every index
         pixel = model.config.masked_target == "pixel"
+
+        def encode(rows: list[int]) -> torch.Tensor:  # (rows, 2, C, h, w): z₀ and z_masked of the crops
+            latents = model.encode_frames(crops[rows])
+            mouth = latent_mask(masks[rows], latents.shape[-1])
+            masked = apply_mask(crops[rows], masks[rows]) if pixel else None
+            return torch.stack([latents, model.masked_target_latents(latents, mouth, masked)], 1)
+
+        encoded = self.source_latents.lookup(track, keys, encode)
+        known = encoded[:, 0]
+        mouth = latent_mask(masks, known.shape[-1])
         conditions = DiffTalkConditions(
             audio_features=torch.from_numpy(audio_windows).to(device, dtype),
             landmarks=torch.from_numpy(landmarks).to(device, dtype),
             reference_latents=references.to(device, dtype),
-            masked_latents=model.masked_target_latents(known, mouth, apply_mask(crops, masks) if pixel else None),
+            masked_latents=encoded[:, 1],
         )
         shared = options.noise == "shared"
         if shared:  # the same draws for every batch: a generator seeded anew, one draw broadcast over frames
@@ -211,9 +268,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         generated = model.decode_latents(latents)
         if options.colour_fix:
-            correction = colour_correction(
-                crops, model.decode_latents(known), masks, COLOUR_SIGMA * size, reference_residual
-            )
+            # outside the mask the sampled latents are the known ones (put back after the last step), so the
+            # decoded crop there is the reconstruction the colour error is measured against: no second decode
+            correction = colour_correction(crops, generated, masks, COLOUR_SIGMA * size, reference_residual)
             generated = (generated + correction).clamp(-1, 1)
         if options.progressive_reference and options.reference_update == "composite":
             latents = model.encode_frames(crops * (1 - masks) + generated * masks)
@@ -262,7 +319,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             last_latent: torch.Tensor | None = None
             for j in range(chunk):
                 todo: list[FaceCrop] = []
-                times, lane_of, refs = [], [], []
+                times, sources, lane_of, refs = [], [], [], []
                 for lane in range(lanes):
                     t = base + lane * chunk + j
                     if not driving.has_frame(t):
@@ -274,13 +331,14 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                         continue
                     todo.append(crop_inputs(frames[source], track, source, size))
                     times.append(t)
+                    sources.append(source)
                     lane_of.append(lane)
                     reference = previous[lane] if options.progressive_reference else None
                     refs.append(reference if reference is not None else fixed_latent)
                 if todo:
                     windows = driving.windows(np.array(times), context)
                     crops, latents = self._generate_batch(
-                        todo, torch.stack(refs), windows, steps, options, generator, residual
+                        todo, sources, torch.stack(refs), windows, steps, options, generator, residual
                     )
                     for item, t, lane, crop, latent in zip(todo, times, lane_of, crops, latents, strict=True):
                         results[t] = GeneratedMouth(crop, paste_weight(item.landmarks, size, options.feather), item.box)
