@@ -141,6 +141,29 @@ def test_unusable_devices_are_one_clear_error_line(monkeypatch, caplog, capsys, 
         resolve_device("gpu0")
 
 
+def test_dtype_auto_picks_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    """``--dtype auto``: bf16 on a CPU with the avx512_bf16/amx_bf16 flags, fp32 on one without (emulated
+    bf16 is slower than fp32), bf16 or fp16 on CUDA by what the GPU supports; named dtypes are kept."""
+    import torch
+
+    from difftalk import cli_options
+    from difftalk.cli_options import cpu_has_native_bf16, resolve_dtype
+
+    sapphire = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    skylake = "processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw\n"
+    assert cpu_has_native_bf16(sapphire) and not cpu_has_native_bf16(skylake) and not cpu_has_native_bf16("")
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(cli_options, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_dtype("auto", "cpu") == expected
+        assert resolve_dtype("fp32", "cpu") == torch.float32 and resolve_dtype("bf16", "cpu") == torch.bfloat16
+    assert resolve_dtype("auto", "mps") == torch.float32
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert resolve_dtype("auto", "cuda:0") == expected
+    with pytest.raises(ValueError, match="--dtype 'half'"):
+        resolve_dtype("half", "cpu")
+
+
 def _stub_generation(monkeypatch):
     from pathlib import Path
 

@@ -156,3 +156,21 @@ def test_temporal_blend_hands_frames_on_as_soon_as_they_are_final():
     assert _times(blend.flush()) == [5]
     off = TemporalBlend(0.0)
     assert _times(off.push(0, _mouth(1))) == [0] and _times(off.push(1, _mouth(2))) == [1]
+
+
+def test_step_warnings_say_what_too_few_steps_do(caplog):
+    """Too few steps on a plain model: noise; one step on a distilled student: a smeared mouth; fewer than
+    recommended otherwise: blurrier; the recommended count or more: no warning."""
+    from difftalk.pipeline.options import check_num_steps
+
+    def warning(steps: int, recommended: int, distilled: bool) -> str:
+        caplog.clear()
+        check_num_steps(steps, recommended, distilled)
+        return " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+    assert "noise" in warning(2, 25, False)
+    assert "smeared" in warning(1, 4, True) and "noise" not in warning(1, 4, True)
+    assert "blurrier" in warning(2, 4, True) and "blurrier" in warning(10, 25, False)
+    assert warning(4, 4, True) == warning(25, 25, False) == warning(50, 25, False) == ""
+    with pytest.raises(ValueError, match="must be >= 1"):
+        check_num_steps(0, 4, True)

@@ -13,12 +13,18 @@ import logging
 import sys
 from typing import Any
 
-from difftalk.cli_options import NOISE_HELP, add_command, positive_int, resolve_device
+from difftalk.cli_options import (
+    DTYPE_HELP,
+    DTYPE_NAMES,
+    NOISE_HELP,
+    add_command,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+)
 from difftalk.diffusion import SAMPLERS
 
 logger = logging.getLogger("difftalk")
-
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
@@ -41,7 +47,6 @@ def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
 
     from difftalk.pipeline import DiffTalkPipeline
     from difftalk.pipeline.batch import jobs_for_audios, load_jobs, run_jobs, summarize, write_summary
@@ -53,7 +58,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, default="auto")
     # Everything is checked (inputs exist, options valid, outputs distinct) before the model loads.
     jobs = load_jobs(args.jobs, args.output) if args.jobs else jobs_for_audios(args.source, args.audio, args.output)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = resolve_dtype(args.dtype, device)
     options = generation_options(
         args,
         reference_frame=args.reference_frame,
@@ -102,6 +107,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         cross_audio=args.cross_audio,
         options=generation_options(args),
         device=device,
+        dtype=resolve_dtype(args.dtype, device),
         max_clips=args.max_clips,
     )
     logger.info("wrote %s; next: difftalk evaluate %s --data %s", path, args.out_dir, args.data)
@@ -196,7 +202,7 @@ def add_generation_commands(sub: Any) -> None:
         help="dlib face detector for the source; use the one the training clips were preprocessed with",
     )
     gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
-    gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="model precision")
+    gen.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help=DTYPE_HELP)
     gen.add_argument("--fast", action="store_true", help="channels-last + torch.compile of the UNet (GPU)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -216,3 +222,4 @@ def add_generation_commands(sub: Any) -> None:
     bench.add_argument("--max-clips", type=positive_int, help="only the first clips (default: all)")
     add_generation_arguments(bench)
     bench.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
+    bench.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help=DTYPE_HELP)

@@ -102,3 +102,45 @@ def resolve_device(name: str | None, default: str = "cpu") -> str:
     elif device.type != "cpu":
         raise DeviceError(f"--device {name}: difftalk runs on cpu, cuda or mps; use one of those")
     return name
+
+
+DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
+"""``--dtype`` values; ``auto`` = :func:`resolve_dtype`'s choice for the device."""
+
+DTYPE_HELP = (
+    "model precision; auto = bf16 on GPUs that support it (else fp16) and on CPUs with native bf16 "
+    "(AVX512-BF16/AMX), else fp32"
+)
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag of Linux's
+    ``/proc/cpuinfo``; ``cpuinfo`` replaces the file's text). Elsewhere, or unreadable: False."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    """The ``torch.dtype`` of ``--dtype name`` on ``device`` (``auto``: see :data:`DTYPE_HELP`; MPS: fp32).
+
+    On a CPU without native bf16, bf16 is emulated (slower than fp32) and fp16 is slower still: those are
+    honoured when asked for, only ``auto`` avoids them."""
+    import torch
+
+    named = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name != "auto":
+        if name not in named:
+            raise ValueError(f"--dtype {name!r}: use one of {', '.join(DTYPE_NAMES)}")
+        return named[name]
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32

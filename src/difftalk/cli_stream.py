@@ -14,7 +14,15 @@ import logging
 import sys
 from typing import Any
 
-from difftalk.cli_options import NOISE_HELP, add_command, positive_int, resolve_device
+from difftalk.cli_options import (
+    DTYPE_HELP,
+    DTYPE_NAMES,
+    NOISE_HELP,
+    add_command,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +42,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress and not to_stdout,
     )
-    pipe = DiffTalkPipeline.from_pretrained(args.checkpoint or DEMO_MODEL, device=resolve_device(args.device, "auto"))
+    device = resolve_device(args.device, "auto")
+    pipe = DiffTalkPipeline.from_pretrained(
+        args.checkpoint or DEMO_MODEL, device=device, dtype=resolve_dtype(args.dtype, device)
+    )
     pipe.check_steps(args.steps, args.sampler)
     pipe.set_source(args.source, options)
     chunks = read_chunks(args.audio, seconds=args.chunk_seconds)
@@ -77,5 +88,6 @@ def add_stream_command(sub: Any) -> argparse.ArgumentParser:
     stream.add_argument("--chunk-seconds", type=float, default=0.2, help="audio read per block")
     stream.add_argument("--seed", type=int, default=0, help="noise seed")
     stream.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    stream.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help=DTYPE_HELP)
     stream.add_argument("--no-progress", action="store_true", help="no progress bar (always off with -o -)")
     return stream
