@@ -38,7 +38,7 @@ from difftalk.config import load_config
 from difftalk.demo import DEMO_MODEL, render_synthetic_inputs
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.pipeline import DiffTalkPipeline, GenerateOptions
-from difftalk.pipeline.generate import SourceLatents
+from difftalk.pipeline.generate import SourceCache
 
 logger = logging.getLogger("bench_generate")
 
@@ -71,7 +71,7 @@ def random_checkpoint(preset: str, directory: Path) -> Path:
 def time_run(pipe: DiffTalkPipeline, spec: RunSpec, audio: Path, out: Path, options: GenerateOptions) -> SpeedRow:
     """One warm-up call on the first 0.2 s, then the timed call on the whole ``audio`` with nothing of the
     source encoded yet (a first dubbing), then the same call again: every source crop is then encoded
-    already (``SourceLatents``: a prepared avatar, a looped video, a photo)."""
+    already (``SourceCache``: a prepared avatar, a looped video, a photo)."""
     import numpy as np
 
     from difftalk.io.audio import SAMPLE_RATE, load_audio
@@ -83,7 +83,7 @@ def time_run(pipe: DiffTalkPipeline, spec: RunSpec, audio: Path, out: Path, opti
     if cuda:
         torch.cuda.synchronize(pipe.device)
         torch.cuda.reset_peak_memory_stats(pipe.device)
-    pipe.source_latents = SourceLatents()  # the warm-up's frames are not the timed call's head start
+    pipe.source_cache = SourceCache()  # the warm-up's frames are not the timed call's head start
     sampler = MemorySampler(interval=0.05)
     sampler.start()
     result = pipe.generate(audio, out / f"{spec.folder_name}.mp4", run_options)

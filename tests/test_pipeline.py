@@ -296,36 +296,43 @@ def test_shared_noise_keeps_the_mouth_still_where_the_conditions_do_not_change(c
 
 
 @needs_dlib
-def test_source_crops_are_encoded_once_per_source_frame(checkpoint, media, monkeypatch):
+def test_source_frames_are_prepared_once(checkpoint, media, monkeypatch):
     """A 1 s video (25 source frames) dubbed with 1.7 s of speech loops forwards and backwards: each source
-    frame's crop is encoded once, the looped frames and a second ``generate`` reuse the latents, and the
-    frames are exactly those of encoding every crop every time."""
+    frame's crop is encoded (and its reconstruction decoded for the colour fix) once, the looped frames and
+    a second ``generate`` reuse them — one decode per generated frame is left — and the frames are exactly
+    those of preparing every crop every time."""
     from difftalk.pipeline.base import prepare_driving_audio
-    from difftalk.pipeline.generate import SourceLatents
+    from difftalk.pipeline.generate import SourceCache
 
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
     track = pipe.set_source(media / "face.mp4", GenerateOptions(progress=False))
-    encoded: list[int] = []
-    encode = pipe.model.encode_frames
-    monkeypatch.setattr(pipe.model, "encode_frames", lambda frames: (encoded.append(len(frames)), encode(frames))[1])
-    options = GenerateOptions(progressive_reference=False, colour_fix=False, **FAST)
+    calls: dict[str, list[int]] = {"encode_frames": [], "decode_latents": []}
+    for name, log in calls.items():
+        method = getattr(pipe.model, name)
+        monkeypatch.setattr(pipe.model, name, lambda x, method=method, log=log: (log.append(len(x)), method(x))[1])
+    options = GenerateOptions(progressive_reference=False, **FAST)
     per_frame = 2 if pipe.model.config.masked_target == "pixel" else 1  # (pixel: the blacked-out crop too)
     speech = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.7 * 16000)) / 16000).astype(np.float32)
 
     def frames() -> np.ndarray:
+        for log in calls.values():
+            log.clear()
         driving = prepare_driving_audio(speech, pipe.track(), pipe.feature_backend, options)
         return np.stack([frame for frame, _ in pipe.iter_frames(driving, options)])
 
     cached = frames()
     faces = int(np.sum(track.found))
+    generated = sum(bool(track.found[i]) for i in _looped(25, 42))
     assert len(cached) == 42 > len(track.found) == 25 and faces > 20
-    assert sum(encoded) == 1 + per_frame * faces  # the fixed reference, then every source frame with a face once
-    encoded.clear()
-    assert np.array_equal(frames(), cached) and encoded == [1]  # again: only the fixed reference
-    pipe.source_latents = SourceLatents(budget_mb=0)  # nothing kept: every crop encoded every time
-    encoded.clear()
+    # the fixed reference and its reconstruction, then every source frame with a face once
+    assert sum(calls["encode_frames"]) == 2 + per_frame * faces
+    assert sum(calls["decode_latents"]) == 1 + faces + generated
+    assert np.array_equal(frames(), cached)  # again: only the fixed reference, and one decode per frame
+    assert sum(calls["encode_frames"]) == 2 and sum(calls["decode_latents"]) == 1 + generated
+    pipe.source_cache = SourceCache(budget_mb=0)  # nothing kept: every crop prepared every time
     assert np.array_equal(frames(), cached)
-    assert sum(encoded) == 1 + per_frame * sum(bool(track.found[i]) for i in _looped(25, 42))
+    assert sum(calls["encode_frames"]) == 2 + per_frame * generated
+    assert sum(calls["decode_latents"]) == 1 + 2 * generated
 
 
 def _looped(num_source: int, num_frames: int) -> list[int]:

@@ -55,9 +55,7 @@ def colour_correction(
 
     Args:
         crops: ``(B, 3, S, S)`` input crops in [-1, 1].
-        reconstructions: ``(B, 3, S, S)`` the autoencoder's reconstructions of ``crops``; only their pixels
-            outside the mask are read, so the generated crops themselves do (their latents outside the
-            mask are the crops' own: the pipeline decodes once).
+        reconstructions: ``(B, 3, S, S)`` the autoencoder's reconstructions of ``crops``.
         masks: ``(B, 1, S, S)`` in [0, 1], 1 = mouth region (its pixels are ignored).
         sigma: Gaussian width in pixels of the fill from outside the mask (about a tenth of the crop).
         reference_residual: optional ``(1 or B, 3, S, S)``: a reference crop of the same face minus its

@@ -58,45 +58,60 @@ logger = logging.getLogger(__name__)
 COLOUR_SIGMA = 0.1
 """Width of the colour-correction blur as a fraction of the crop size."""
 
-SOURCE_LATENT_BUDGET_MB = 256.0
-"""Memory the encoded source crops may take (per pipeline, on its device); 12 KB a frame at 128², 48 KB at
-256²: a 256 MB budget holds ~90 min of 128² frames, ~22 min at 256²."""
+SOURCE_CACHE_BUDGET_MB = 256.0
+"""Memory the prepared source crops may take (per pipeline, on its device). Per frame: the two latents and
+the colour correction, 216 KB at 128² in fp32 (a 256 MB budget holds 48 s of 25 fps video), 864 KB at 256²
+(12 s); half that in bf16/fp16. Frames past the budget are prepared every time, as without a cache."""
 
 
-class SourceLatents:
-    """The encoded crops of the current source (z₀ and z_masked), by source frame index, computed once.
+class SourceCache:
+    """What generation computes from a source frame alone, by source frame index, computed once.
 
-    A source frame's crop (and so its latent) does not depend on the audio: a photo is encoded once for
-    the whole video, a looped video once per frame for every loop and every later ``generate`` call
-    (MuseTalk's "prepared avatar", without a separate preparation step). Entries are kept until the
-    budget is full (then new frames are encoded every time: no eviction, so a long loop cannot thrash)
-    and dropped when the source changes.
+    A source frame's crop does not depend on the audio, and neither do its latent z₀, its masked latent
+    z_masked and its colour correction (``pipeline.colour``: the autoencoder's reconstruction error of the
+    crop, filled into the mouth). A photo is prepared once for the whole video, a looped video once per
+    frame for every loop and every later ``generate`` call — MuseTalk's "prepared avatar", without a
+    separate preparation step — which leaves the UNet and one decode per generated frame. Entries are kept
+    until the budget is full (no eviction, so a long loop cannot thrash) and dropped when the source or
+    the settings they depend on change.
     """
 
-    def __init__(self, budget_mb: float = SOURCE_LATENT_BUDGET_MB) -> None:
+    def __init__(self, budget_mb: float = SOURCE_CACHE_BUDGET_MB) -> None:
         self.budget_bytes = int(budget_mb * 2**20)
         self.used_bytes = 0
         self.hits = 0
         self.misses = 0
         self._owner: object | None = None
-        self._latents: dict[int, torch.Tensor] = {}
+        self._settings: tuple[Any, ...] = ()
+        self._entries: dict[int, dict[str, torch.Tensor]] = {}
 
-    def lookup(self, owner: object, keys: list[int], encode: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
-        """The latents of frames ``keys`` of source ``owner``, stacked: the kept ones reused, the others made
-        in one batch by ``encode(rows)`` (the rows of ``keys`` to encode → one tensor per row) and kept while
-        the budget allows."""
-        if owner is not self._owner:
-            self._owner, self._latents, self.used_bytes = owner, {}, 0
-        missing = [i for i, key in enumerate(keys) if key not in self._latents]
+    def lookup(
+        self,
+        owner: object,
+        settings: tuple[Any, ...],
+        keys: list[int],
+        prepare: Callable[[list[int]], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """The named tensors of frames ``keys`` of source ``owner`` (an object, kept alive while it is the
+        owner) prepared with ``settings`` (compared by value), each stacked over ``keys``: kept frames reused,
+        the others made in one batch by ``prepare(rows)`` (the rows of ``keys`` to prepare → named tensors
+        with one row each) and kept while the budget allows."""
+        if owner is not self._owner or settings != self._settings:
+            self._owner, self._settings, self._entries, self.used_bytes = owner, settings, {}, 0
+        missing = [i for i, key in enumerate(keys) if key not in self._entries]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        fresh = dict(zip(missing, encode(missing), strict=True)) if missing else {}
-        for i, latent in fresh.items():
-            size = latent.numel() * latent.element_size()
-            if keys[i] not in self._latents and self.used_bytes + size <= self.budget_bytes:
-                self._latents[keys[i]] = latent
+        fresh: dict[int, dict[str, torch.Tensor]] = {}
+        if missing:
+            made = prepare(missing)
+            fresh = {row: {name: value[n] for name, value in made.items()} for n, row in enumerate(missing)}
+        for row, entry in fresh.items():
+            size = sum(value.numel() * value.element_size() for value in entry.values())
+            if keys[row] not in self._entries and self.used_bytes + size <= self.budget_bytes:
+                self._entries[keys[row]] = entry
                 self.used_bytes += size
-        return torch.stack([fresh[i] if i in fresh else self._latents[key] for i, key in enumerate(keys)])
+        rows = [fresh[i] if i in fresh else self._entries[key] for i, key in enumerate(keys)]
+        return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
 
 __all__ = ["FPS", "WATERMARK_PAYLOAD", "DiffTalkPipeline", "GenerationResult", "silent_frames"]
@@ -128,8 +143,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         self.sampler_settings = dict(sampler_settings or {})
         """Scheduler constructor settings the checkpoint records (a student: ``original_inference_steps``)."""
         self._checked: set[tuple[int | None, str]] = set()
-        self.source_latents = SourceLatents()
-        """The current source's encoded crops (see :class:`SourceLatents`)."""
+        self.source_cache = SourceCache()
+        """What the current source's frames give without the audio (see :class:`SourceCache`)."""
 
     @classmethod
     def from_pretrained(
@@ -215,8 +230,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
 
         Returns (uint8 crops, the next references ``(B, C, h, w)``).
 
-        ``sources``: the source frame index of each item (its crop's latent is encoded once per source frame,
-        :class:`SourceLatents`).
+        ``sources``: the source frame index of each item (what its crop gives without the audio is computed
+        once per source frame, :class:`SourceCache`).
 
         ``references``: ``(B, C, h, w)`` reference latents (the fixed reference's, or what the previous frame
         passed on). The next references follow ``options.reference_update`` (``composite``: the encoded real
@@ -236,20 +251,27 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         keys = [0 if track.is_image else index for index in sources]  # a photo: one frame for every index
         pixel = model.config.masked_target == "pixel"
 
-        def encode(rows: list[int]) -> torch.Tensor:  # (rows, 2, C, h, w): z₀ and z_masked of the crops
+        def prepare(rows: list[int]) -> dict[str, torch.Tensor]:  # what these crops give without the audio
             latents = model.encode_frames(crops[rows])
             mouth = latent_mask(masks[rows], latents.shape[-1])
             masked = apply_mask(crops[rows], masks[rows]) if pixel else None
-            return torch.stack([latents, model.masked_target_latents(latents, mouth, masked)], 1)
+            prepared = {"known": latents, "masked": model.masked_target_latents(latents, mouth, masked)}
+            if options.colour_fix:
+                reconstructions = model.decode_latents(latents)
+                prepared["colour"] = colour_correction(
+                    crops[rows], reconstructions, masks[rows], COLOUR_SIGMA * size, reference_residual
+                )
+            return prepared
 
-        encoded = self.source_latents.lookup(track, keys, encode)
-        known = encoded[:, 0]
+        settings = (options.reference_frame, options.colour_fix)  # (the colour fix reads the reference frame)
+        prepared = self.source_cache.lookup(track, settings, keys, prepare)
+        known = prepared["known"]
         mouth = latent_mask(masks, known.shape[-1])
         conditions = DiffTalkConditions(
             audio_features=torch.from_numpy(audio_windows).to(device, dtype),
             landmarks=torch.from_numpy(landmarks).to(device, dtype),
             reference_latents=references.to(device, dtype),
-            masked_latents=encoded[:, 1],
+            masked_latents=prepared["masked"],
         )
         shared = options.noise == "shared"
         if shared:  # the same draws for every batch: a generator seeded anew, one draw broadcast over frames
@@ -268,10 +290,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         generated = model.decode_latents(latents)
         if options.colour_fix:
-            # outside the mask the sampled latents are the known ones (put back after the last step), so the
-            # decoded crop there is the reconstruction the colour error is measured against: no second decode
-            correction = colour_correction(crops, generated, masks, COLOUR_SIGMA * size, reference_residual)
-            generated = (generated + correction).clamp(-1, 1)
+            generated = (generated + prepared["colour"]).clamp(-1, 1)
         if options.progressive_reference and options.reference_update == "composite":
             latents = model.encode_frames(crops * (1 - masks) + generated * masks)
         return list(to_uint8(generated)), latents
