@@ -136,13 +136,14 @@ def quality_rows(
     """One row of quality columns per run; the first run is the reference of the ``vs_ref`` columns.
 
     ``dtype`` (fp32, fp16, bf16) applies to every run but the first, which stays fp32 (the reference)."""
-    runs = {
-        spec: score_run(spec, data, root, syncnet, seconds, max_clips, device, "fp32" if i == 0 else dtype)
+    # a list, not a dict by run: the same run twice (the fp32 reference and its bf16 twin) gives two rows
+    runs = [
+        score_run(spec, data, root, syncnet, seconds, max_clips, device, "fp32" if i == 0 else dtype)
         for i, spec in enumerate(specs)
-    }
-    reference = runs[specs[0]]["self"]
+    ]
+    reference = runs[0]["self"]
     rows = []
-    for i, (spec, folders) in enumerate(runs.items()):
+    for i, (spec, folders) in enumerate(zip(specs, runs, strict=True)):
         own = json.loads((folders["self"] / "metrics.json").read_text())["summary"]["self_driven"]
         cross = json.loads((folders["cross"] / "metrics.json").read_text())["summary"]["cross_driven"]
         ssim_ref, psnr_ref = compare_mouths(folders["self"], reference, data)

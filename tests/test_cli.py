@@ -111,7 +111,7 @@ def test_every_argument_of_every_sub_command_has_help_and_defaults_are_shown():
     ]
     assert not missing, missing
     generate_help = commands["generate"].format_help()
-    assert "(default: fp32)" in generate_help and "(default: pingpong)" in generate_help
+    assert "(default: auto)" in generate_help and "(default: pingpong)" in generate_help
     assert "(default: None)" not in generate_help and "(default: False)" not in generate_help
 
 

@@ -214,9 +214,8 @@ def run_generation(
     Raises:
         UploadError, ValueError, FileNotFoundError, MissingExtraError: bad input (:data:`USER_ERRORS`).
     """
-    import torch
 
-    from difftalk.cli_options import resolve_device
+    from difftalk.cli_options import resolve_device, resolve_dtype
     from difftalk.io.watermark import verify_file
 
     def step(fraction: float, text: str) -> None:
@@ -228,10 +227,11 @@ def run_generation(
     source, speech, checked = resolve_inputs(request, config)  # first: refused uploads are reported at once
     options = generate_options(request)
     device = resolve_device(None if request.device in ("", "auto") else request.device, default="auto")
+    dtype = resolve_dtype("auto", device)  # bf16 where the hardware computes it (within noise of fp32)
     checkpoint = request.checkpoint.strip() or config.checkpoint or _demo_model()
     with cache.lock:
         step(0.05, "loading the model")
-        pipe = cache.get(checkpoint, device, torch.float32)
+        pipe = cache.get(checkpoint, device, dtype)
         warnings = []
         if options.num_steps is not None and options.num_steps < pipe.default_steps:
             warnings.append(
@@ -240,7 +240,7 @@ def run_generation(
             )
         pipe.check_steps(options.num_steps, options.sampler)
         step(0.1, "analysing the source")
-        cache.prepare(checkpoint, device, torch.float32, source, options)
+        cache.prepare(checkpoint, device, dtype, source, options)
         step(0.2, "generating")
         result = pipe.generate(speech, _output_path(config.output_dir, source, speech), options)
     step(0.95, "verifying the watermark")

@@ -202,7 +202,7 @@ def add_generation_commands(sub: Any) -> None:
         help="dlib face detector for the source; use the one the training clips were preprocessed with",
     )
     gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
-    gen.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help=DTYPE_HELP)
+    gen.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)
     gen.add_argument("--fast", action="store_true", help="channels-last + torch.compile of the UNet (GPU)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -222,4 +222,4 @@ def add_generation_commands(sub: Any) -> None:
     bench.add_argument("--max-clips", type=positive_int, help="only the first clips (default: all)")
     add_generation_arguments(bench)
     bench.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
-    bench.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help=DTYPE_HELP)
+    bench.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)

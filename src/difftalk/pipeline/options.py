@@ -121,7 +121,7 @@ def check_num_steps(steps: int | None, recommended: int, distilled: bool = False
     elif distilled and steps == 1 < recommended:
         logger.warning(
             "Sampling a distilled student with 1 step: expect a smeared, textureless mouth that follows the speech "
-            "less well (the demo student lost ~5 dB of mouth PSNR and a quarter of its sync against its %d steps, "
+            "less well (the demo student lost 7 dB of mouth PSNR and half its sync against its %d steps, "
             "docs/results.md); use --steps 2 or more (or leave --steps out)",
             recommended,
         )
