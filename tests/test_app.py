@@ -143,7 +143,6 @@ def test_empty_corrupt_silent_and_wrong_uploads_are_clear_messages(media, tmp_pa
 
 @needs_dlib
 def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(tiny_checkpoint, media, tmp_path):
-    import torch
 
     config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out")
     cache = PipelineCache()
@@ -161,8 +160,11 @@ def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(
     assert stages[0] == "checking the inputs" and "generating" in stages
     assert "watermark FOUND" in verify_upload(str(result.video), config.limits)
     # the same source again (as the next click would): the loaded model and its analysis are reused
+    from difftalk.cli_options import resolve_dtype
+
     options = generate_options(replace(request, seed=1))
-    pipe = cache.prepare(str(tiny_checkpoint), "cpu", torch.float32, media / "face.png", options)
+    dtype = resolve_dtype("auto", "cpu")  # what the app runs on this machine
+    pipe = cache.prepare(str(tiny_checkpoint), "cpu", dtype, media / "face.png", options)
     assert pipe.source is not None and (cache.loads, cache.analyses) == (1, 1)
     with pytest.raises(ValueError, match="unknown sampler"):
         run_generation(replace(request, sampler="PLMS"), config, cache)
