@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_DIR = Path("outputs/app")
 SAMPLERS: dict[str, tuple[str, str]] = {
     "DDIM": ("ddim", "DDIM (η = 0): deterministic given the seed, the paper's sampler"),
-    "DPM-Solver++": ("dpmpp", "DPM-Solver++ (2M): as good as DDIM in fewer steps"),
-    "UniPC": ("unipc", "UniPC: as good as DDIM in fewer steps"),
+    "DPM-Solver++": ("dpmpp", "DPM-Solver++ (2M): as good as DDIM at 5-10 steps, worse below 4"),
+    "UniPC": ("unipc", "UniPC: as good as DDIM at 5-10 steps, worse below 4"),
     "LCM": ("lcm", "LCM: 1-4 steps, for distilled students (difftalk distill) only"),
 }
 """Samplers the page offers: label → (:data:`difftalk.diffusion.SAMPLERS` name, description)."""
@@ -77,7 +77,7 @@ class GenerationRequest:
     """The identity (and voice) of the synthetic speaker; 2026 = ``difftalk.demo.DEMO_SEED``, as in the demo."""
     checkpoint: str = ""
     sampler: str = "DDIM"
-    steps: int = 25
+    steps: int = 5
     noise: Literal["independent", "shared"] = "shared"
     progressive_reference: bool = False
     temporal_smoothing: float = 0.2

@@ -39,9 +39,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     from difftalk.demo import DEMO_SEED, run_demo
 
-    result = run_demo(
-        out_dir=args.out, steps=args.steps or 25, seed=args.seed or DEMO_SEED, progress=not args.no_progress
-    )
+    result = run_demo(out_dir=args.out, steps=args.steps, seed=args.seed or DEMO_SEED, progress=not args.no_progress)
 
     def describe(score: Any) -> str:
         return "n/a" if score is None else f"LSE-C {score.lse_c:.3f}, LSE-D {score.lse_d:.3f}, offset {score.offset}"
@@ -211,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "demo", "dub a never-seen synthetic identity with new speech (shipped model, CPU)", _cmd_demo
     )
     demo.add_argument("--out", default="outputs/demo", help="output folder")
-    demo.add_argument("--steps", type=positive_int, help="DDIM steps (default 25; with --toy: training steps, 400)")
+    demo.add_argument(
+        "--steps", type=positive_int, help="DDIM steps (default: the model's, 5; with --toy: training steps, 400)"
+    )
     demo.add_argument("--seed", type=int, help="identity/speech seed (default 2026, never used in training)")
     demo.add_argument("--toy", action="store_true", help="the weight-free toy demo: train a tiny model in a minute")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")

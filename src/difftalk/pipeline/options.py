@@ -11,7 +11,8 @@ from difftalk.diffusion import SAMPLERS
 logger = logging.getLogger(__name__)
 
 MIN_USEFUL_STEPS = 4
-"""Below this many DDIM steps a model that was not distilled for few-step sampling outputs noise."""
+"""Below this many DDIM steps a model that was not distilled for few-step sampling may output noise (an
+under-trained one does; the shipped demo model keeps most of its quality down to 2-3 steps)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def check_num_steps(steps: int | None, recommended: int, distilled: bool = False
     """Refuse fewer than 1 step; warn when ``steps`` is below the checkpoint's ``recommended`` count.
 
     Below :data:`MIN_USEFUL_STEPS` (when the checkpoint itself recommends at least that many and was not
-    distilled for few-step sampling) the warning says the mouth will be noise; one step of a distilled
+    distilled for few-step sampling) the warning says the mouth may be noise; one step of a distilled
     student, that the mouth will be smeared; otherwise that it will be blurrier than with the recommended
     count.
 
@@ -111,11 +112,12 @@ def check_num_steps(steps: int | None, recommended: int, distilled: bool = False
         return
     if steps < MIN_USEFUL_STEPS <= recommended and not distilled:
         logger.warning(
-            "Sampling with %d step(s) generates noise, not a mouth: a model not distilled for few-step sampling "
-            "needs at least %d, and this checkpoint recommends %d; use --steps %d or more (or leave --steps out)",
+            "Sampling with %d step(s), fewer than the %d this checkpoint recommends and under %d: the mouth may come "
+            "out smeared or as noise (the shipped demo model keeps most of its quality down to 2-3 DDIM steps, an "
+            "under-trained model may not); use --steps %d or more (or leave --steps out)",
             steps,
-            MIN_USEFUL_STEPS,
             recommended,
+            MIN_USEFUL_STEPS,
             recommended,
         )
     elif distilled and steps == 1 < recommended:
