@@ -143,7 +143,6 @@ def test_empty_corrupt_silent_and_wrong_uploads_are_clear_messages(media, tmp_pa
 
 @needs_dlib
 def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(tiny_checkpoint, media, tmp_path):
-
     config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out")
     cache = PipelineCache()
     stages = []

@@ -214,7 +214,6 @@ def run_generation(
     Raises:
         UploadError, ValueError, FileNotFoundError, MissingExtraError: bad input (:data:`USER_ERRORS`).
     """
-
     from difftalk.cli_options import resolve_device, resolve_dtype
     from difftalk.io.watermark import verify_file
 

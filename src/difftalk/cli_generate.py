@@ -14,10 +14,9 @@ import sys
 from typing import Any
 
 from difftalk.cli_options import (
-    DTYPE_HELP,
-    DTYPE_NAMES,
     NOISE_HELP,
     add_command,
+    add_dtype_argument,
     positive_int,
     resolve_device,
     resolve_dtype,
@@ -47,7 +46,6 @@ def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-
     from difftalk.pipeline import DiffTalkPipeline
     from difftalk.pipeline.batch import jobs_for_audios, load_jobs, run_jobs, summarize, write_summary
 
@@ -202,7 +200,7 @@ def add_generation_commands(sub: Any) -> None:
         help="dlib face detector for the source; use the one the training clips were preprocessed with",
     )
     gen.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
-    gen.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)
+    add_dtype_argument(gen)
     gen.add_argument("--fast", action="store_true", help="channels-last + torch.compile of the UNet (GPU)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -222,4 +220,4 @@ def add_generation_commands(sub: Any) -> None:
     bench.add_argument("--max-clips", type=positive_int, help="only the first clips (default: all)")
     add_generation_arguments(bench)
     bench.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
-    bench.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)
+    add_dtype_argument(bench)

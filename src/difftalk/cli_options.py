@@ -113,6 +113,11 @@ DTYPE_HELP = (
 )
 
 
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` (default ``auto``), read back by :func:`resolve_dtype`."""
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag of Linux's
     ``/proc/cpuinfo``; ``cpuinfo`` replaces the file's text). Elsewhere, or unreadable: False."""

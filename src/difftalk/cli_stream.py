@@ -15,10 +15,9 @@ import sys
 from typing import Any
 
 from difftalk.cli_options import (
-    DTYPE_HELP,
-    DTYPE_NAMES,
     NOISE_HELP,
     add_command,
+    add_dtype_argument,
     positive_int,
     resolve_device,
     resolve_dtype,
@@ -88,6 +87,6 @@ def add_stream_command(sub: Any) -> argparse.ArgumentParser:
     stream.add_argument("--chunk-seconds", type=float, default=0.2, help="audio read per block")
     stream.add_argument("--seed", type=int, default=0, help="noise seed")
     stream.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    stream.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help=DTYPE_HELP)
+    add_dtype_argument(stream)
     stream.add_argument("--no-progress", action="store_true", help="no progress bar (always off with -o -)")
     return stream

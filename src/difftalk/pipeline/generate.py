@@ -295,12 +295,6 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             latents = model.encode_frames(crops * (1 - masks) + generated * masks)
         return list(to_uint8(generated)), latents
 
-    @torch.no_grad()
-    def _reconstruction_error(self, crop: np.ndarray) -> torch.Tensor:
-        """``(1, 3, S, S)``: the uint8 ``crop`` minus its autoencoder reconstruction, in [-1, 1] units."""
-        image = to_tensor(crop[None]).to(self.device, self.dtype)
-        return image - self.model.decode_latents(self.model.encode_frames(image))
-
     def iter_frames(self, driving: Driving, options: GenerateOptions) -> Iterator[OutputFrame]:
         """Frames in super-chunks of ``lanes × chunk``: lane k generates its ``chunk`` consecutive frames one
         after the other (progressive reference within the lane); the lanes run as one batch.
@@ -322,8 +316,10 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         frames = SourceFrames(track, FPS)
         first = first_reference(track, options.reference_frame)
         fixed_reference = crop_inputs(frames[first], track, first, size).image
-        fixed_latent = self.model.encode_frames(to_tensor(fixed_reference[None]).to(self.device, self.dtype))[0]
-        residual = self._reconstruction_error(fixed_reference) if options.colour_fix else None
+        reference_image = to_tensor(fixed_reference[None]).to(self.device, self.dtype)
+        fixed_latent = self.model.encode_frames(reference_image)[0]
+        # the reference minus its reconstruction, for the colour correction (from the latent just encoded)
+        residual = reference_image - self.model.decode_latents(fixed_latent[None]) if options.colour_fix else None
         lanes, chunk = options.lanes, options.chunk
         span = lanes * chunk
         previous: list[torch.Tensor | None] = [None] * lanes
