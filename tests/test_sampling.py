@@ -159,8 +159,8 @@ def test_temporal_blend_hands_frames_on_as_soon_as_they_are_final():
 
 
 def test_step_warnings_say_what_too_few_steps_do(caplog):
-    """Too few steps on a plain model: noise; one step on a distilled student: a smeared mouth; fewer than
-    recommended otherwise: blurrier; the recommended count or more: no warning."""
+    """Too few steps on a plain model: noise; fewer steps than a student was distilled for: a smeared mouth;
+    fewer than recommended otherwise: blurrier; the recommended count or more: no warning."""
     from difftalk.pipeline.options import check_num_steps
 
     def warning(steps: int, recommended: int, distilled: bool) -> str:
@@ -170,7 +170,8 @@ def test_step_warnings_say_what_too_few_steps_do(caplog):
 
     assert "noise" in warning(2, 25, False)
     assert "smeared" in warning(1, 4, True) and "noise" not in warning(1, 4, True)
-    assert "blurrier" in warning(2, 4, True) and "blurrier" in warning(10, 25, False)
+    assert "smeared" in warning(2, 4, True) and "--steps 4" in warning(2, 4, True)
+    assert "blurrier" in warning(10, 25, False) and "blurrier" not in warning(2, 4, True)
     assert warning(4, 4, True) == warning(25, 25, False) == warning(50, 25, False) == ""
     with pytest.raises(ValueError, match="must be >= 1"):
         check_num_steps(0, 4, True)
