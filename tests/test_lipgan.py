@@ -106,7 +106,7 @@ def test_window_dataset_gives_consecutive_frames_with_their_mfcc(prepared_datase
     masked = sample.mouth_masks.bool().expand_as(sample.masked_frames)
     assert (sample.masked_frames[masked] == -1).all()
     # Frame 3 of the first clip has no face: no window contains it.
-    starts = dataset._start_of[dataset._clip_of == 0]
+    starts = np.array([dataset.windows.locate(i)[1] for i in range(len(dataset)) if dataset.windows.locate(i)[0] == 0])
     assert not np.any((starts <= 3) & (starts + 5 > 3))
     batch = collate_windows([dataset[0], dataset[1]])
     assert batch.target_frames.shape == (2, 5, 3, 64, 64) and batch.mfcc is not None

@@ -145,9 +145,17 @@ def _load_config_with_overrides(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from difftalk.config import replace
     from difftalk.train.diffusion import train_diffusion
 
     config = _load_config_with_overrides(args)
+    overrides: dict[str, object] = {}
+    if args.init_from:  # the start's autoencoder replaces the preset's train.autoencoder
+        overrides.update({"train.init_from": args.init_from, "train.autoencoder": ""})
+    if args.syncnet:
+        overrides["train.syncnet"] = args.syncnet
+    if overrides:
+        config = replace(config, overrides)
     result = train_diffusion(config, resume=not args.restart, progress=not args.no_progress)
     logger.info(
         "%s at step %d (loss %.4f); model → %s",
@@ -224,6 +232,17 @@ def add_training_commands(sub: Any) -> None:
     """Register the five training sub-commands on ``sub`` (the ``difftalk`` sub-parsers)."""
     train = add_command(sub, "train", "train the diffusion model (autoencoder frozen)", _cmd_train)
     _add_train_arguments(train, "train")
+    train.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start a new run from a trained checkpoint (fine-tuning: its weights, autoencoder and model section; "
+        "sets train.init_from)",
+    )
+    train.add_argument(
+        "--syncnet",
+        metavar="DIR",
+        help="sync expert for the expert sync loss (sets train.syncnet; the loss is on with train.sync_weight > 0)",
+    )
     train_ae = add_command(
         sub, "train-autoencoder", "train the VQ autoencoder (f=4 or f=8) on face crops", _cmd_train_autoencoder
     )

@@ -100,12 +100,40 @@ class TrainConfig(FabricConfig):
     inference never generates them (they are re-noised from the known frame). 1 = uniform (paper)."""
     mask_loss_dilate: int = 1
     """Latent cells by which the mouth mask is grown for ``mask_loss_outside`` (the blend seam)."""
+    init_from: str = ""
+    """A ``difftalk train`` checkpoint folder (``checkpoints/model``, or a hub repo id) that starts a NEW run:
+    its weights (autoencoder included), latent scale and ``model`` section replace the config's — fine-tuning.
+    ``autoencoder`` must then be empty. A resumed run restores its own state instead."""
+    syncnet: str = ""
+    """The lip-sync expert of the sync loss (a ``train-syncnet`` folder or ``syncnet_v2.model``). Train it on
+    the training identities only, and score the result with a DIFFERENT expert (another seed or other
+    identities): LSE by the expert a model was optimised against overstates its sync."""
+    sync_weight: float = 0.0
+    """Weight of the expert sync loss ``−log P_sync`` (Wav2Lip's BCE) on the one-step x̂₀ mouth: x̂₀ inside the
+    latent mouth mask, the true latents outside, decoded and shown to the expert with the window's MFCC.
+    0 = off (the paper). On, a batch is ``batch_size / T`` windows of the expert's T consecutive frames of one
+    clip (one reference per window, one t per window), so ``batch_size`` must be a multiple of T."""
+    sync_max_t: int = 500
+    """The sync loss applies to windows drawn with t below this (x̂₀ at high noise is a blur the expert cannot
+    read); the ε-loss applies at every t."""
     run_dir: str = "runs/difftalk"
     """Run folder: resolved config, git SHA, metrics.csv, TensorBoard logs, samples, checkpoints."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require_positive(self, ("steps", "batch_size", "log_every", "checkpoint_every", "sample_steps"))
+        _require(self.sync_weight >= 0, "sync_weight", "must be >= 0 (0 = off)")
+        _require(self.sync_max_t >= 1, "sync_max_t", "must be >= 1")
+        _require(
+            self.sync_weight == 0 or bool(self.syncnet),
+            "syncnet",
+            "is empty but sync_weight > 0: give the expert's folder (difftalk train-syncnet) or set sync_weight=0",
+        )
+        _require(
+            not (self.init_from and self.autoencoder),
+            "autoencoder",
+            "must be empty with init_from (the run starts from that checkpoint's autoencoder)",
+        )
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")

@@ -42,6 +42,8 @@ class TalkingHeadBatch:
     """``(B, C, s, s)`` cached E(masked target)."""
     reference_latents: torch.Tensor | None = None
     """``(B, C, s, s)`` cached E(reference)."""
+    mfcc: torch.Tensor | None = None
+    """``(B, 1, 13, 4T)`` the MFCC window of a window sample (``train.windows``: T consecutive frames)."""
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TalkingHeadBatch:
         """Move every tensor to ``device`` (floating tensors also to ``dtype`` if given)."""

@@ -21,6 +21,7 @@ from difftalk.checkpoint import load_pretrained, save_pretrained
 from difftalk.config import ModelConfig
 from difftalk.diffusion.ddim import DenoiseFn, randn
 from difftalk.diffusion.schedule import add_noise, make_alphas_cumprod
+from difftalk.diffusion.schedule import predict_clean as predict_clean_latents
 from difftalk.models.audio_encoder import AudioEncoder
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.landmark_encoder import LandmarkEncoder
@@ -65,6 +66,8 @@ class TrainingLossOutput:
     """``(B,)`` detached unweighted ε-MSE inside the (undilated) latent mouth mask, when a mask was given."""
     mse_outside: torch.Tensor | None = None
     """``(B,)`` the same outside the mask."""
+    predicted_clean: torch.Tensor | None = None
+    """``(B, C, h, w)`` the one-step x̂₀ = (z_t − √(1−ᾱ_t) ε̂) / √ᾱ_t, with its graph (``predict_clean=True``)."""
 
 
 def dilate_mask(mask: torch.Tensor, cells: int) -> torch.Tensor:
@@ -122,11 +125,15 @@ class DiffTalkModel(nn.Module):
         scale = self.config.latent_scale
         return raw if scale == 1.0 else raw * scale
 
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Frozen decoder: diffusion latents ``(B, C, h, w)`` → frames ``(B, 3, S, S)`` clamped to [-1, 1]."""
+    def decode_latents(self, latents: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """Frozen decoder: diffusion latents ``(B, C, h, w)`` → frames ``(B, 3, S, S)`` clamped to [-1, 1].
+
+        ``differentiable``: keep the graph back to ``latents`` (a loss on decoded pixels; the decoder's own
+        weights stay frozen); otherwise decoded without autograd.
+        """
         scale = self.config.latent_scale
-        return self.autoencoder.decode(latents if scale == 1.0 else latents / scale).clamp(-1, 1)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            return self.autoencoder.decode(latents if scale == 1.0 else latents / scale).clamp(-1, 1)
 
     def prepare_conditions(
         self,
@@ -232,6 +239,7 @@ class DiffTalkModel(nn.Module):
         timesteps: torch.Tensor | None = None,
         latent_mouth_mask: torch.Tensor | None = None,
         weighting: LossWeighting | None = None,
+        predict_clean: bool = False,
     ) -> TrainingLossOutput:
         """ε-prediction MSE (paper Eq. 3) for one batch, optionally weighted over t and space.
 
@@ -245,6 +253,7 @@ class DiffTalkModel(nn.Module):
             latent_mouth_mask: ``(B, 1, h, w)`` 1 = mouth region; needed for a mask weighting and for the
                 inside/outside losses in the output.
             weighting: see :class:`LossWeighting`; None = the paper's uniform ε-MSE.
+            predict_clean: also return x̂₀ (for a loss on the predicted clean latents, e.g. the sync loss).
         """
         if (target_frames is None) == (target_latents is None):
             raise ValueError("pass exactly one of target_frames and target_latents")
@@ -280,7 +289,18 @@ class DiffTalkModel(nn.Module):
             alpha = self.alphas_cumprod.to(per_sample.device)[timesteps].to(per_sample.dtype)
             snr = alpha / (1 - alpha)
             per_sample = per_sample * snr.clamp(max=weighting.min_snr_gamma) / snr
-        return TrainingLossOutput(loss=per_sample.mean(), timesteps=timesteps, mse_inside=inside, mse_outside=outside)
+        clean_pred = (
+            predict_clean_latents(noisy, noise_pred.to(noisy.dtype), timesteps, self.alphas_cumprod)
+            if predict_clean
+            else None
+        )
+        return TrainingLossOutput(
+            loss=per_sample.mean(),
+            timesteps=timesteps,
+            mse_inside=inside,
+            mse_outside=outside,
+            predicted_clean=clean_pred,
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints

@@ -4,6 +4,10 @@ setup → fit: Fabric (any device count), AdamW, optional linear warm-up, gradie
 logging every N steps, PNG sample grids (target | masked | reference | generated, EMA weights,
 masked-z_T DDIM), atomic checkpoints every N steps / at the end / on SIGTERM, exact resume.
 
+Options beyond the paper's ε-MSE (``TrainConfig``): min-SNR-γ and mouth-weighted ε-MSE, a start from a
+trained checkpoint (``init_from``) and an expert sync loss on the one-step x̂₀ mouth (``sync_weight``,
+batches of consecutive-frame windows from ``train.windows``).
+
 Files in ``<run_dir>/checkpoints``: ``training_state.pt`` (everything needed to resume) and
 ``model/`` (EMA weights as an inference checkpoint, ``DiffTalkModel.from_pretrained``).
 """
@@ -17,6 +21,7 @@ from typing import Any
 
 import torch
 
+from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir, weights_sha256
 from difftalk.config import DiffTalkConfig
 from difftalk.data.batch import TalkingHeadBatch, collate_samples
 from difftalk.data.clips import open_clips
@@ -27,6 +32,8 @@ from difftalk.diffusion.ddim import randn, sample_ddim
 from difftalk.io.image import save_image_grid
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel, LossWeighting
+from difftalk.models.lipgan import sync_probability
+from difftalk.models.syncnet import SyncNet, load_syncnet
 from difftalk.train.common import RunDir
 from difftalk.train.ema import EMA
 from difftalk.train.latent_cache import build_latent_cache
@@ -40,6 +47,7 @@ from difftalk.train.loop import (
     linear_warmup,
     open_run,
 )
+from difftalk.train.windows import FrameWindows, flatten_windows
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,73 @@ class TrainResult:
     last_loss: float
     stopped_early: bool
     model_dir: Path
+
+
+def open_checkpoint_model(source: str, feature_backend: str, role: str) -> tuple[DiffTalkModel, str]:
+    """A trained DiffTalk checkpoint (folder or hub repo id) and the SHA-256 of its weights file.
+
+    Raises:
+        ValueError: its audio features differ from ``feature_backend`` (``role`` names the option in the message).
+    """
+    directory = resolve_checkpoint_dir(source)
+    model = DiffTalkModel.from_pretrained(directory)
+    backend = read_checkpoint_meta(directory, DiffTalkModel.KIND).get("extra", {}).get("feature_backend")
+    if backend is not None and backend != feature_backend:
+        raise ValueError(
+            f"{role} {source} was trained on '{backend}' audio features, but data.feature_backend is "
+            f"'{feature_backend}'; set data.feature_backend={backend}"
+        )
+    return model, weights_sha256(directory)
+
+
+def _open_expert(train_config: Any, device: torch.device) -> SyncNet | None:
+    """The frozen sync expert of ``train.syncnet`` when the sync loss is on, else None."""
+    if train_config.sync_weight <= 0:
+        return None
+    expert = load_syncnet(train_config.syncnet, device=device).eval().requires_grad_(False)
+    frames = expert.config.num_frames
+    if train_config.batch_size % frames:
+        raise ValueError(
+            f"train.batch_size {train_config.batch_size} is not a multiple of the sync expert's {frames}-frame "
+            f"window (the sync loss trains on whole windows); use {max(1, train_config.batch_size // frames) * frames}"
+        )
+    logger.info(
+        "sync loss on: expert %s (%d-frame windows), weight %g, t < %d",
+        train_config.syncnet,
+        frames,
+        train_config.sync_weight,
+        train_config.sync_max_t,
+    )
+    return expert
+
+
+def expert_sync_loss(
+    model: DiffTalkModel,
+    expert: SyncNet,
+    predicted_clean: torch.Tensor,
+    clean: torch.Tensor,
+    mask: torch.Tensor,
+    mfcc: torch.Tensor,
+    picked: torch.Tensor,
+) -> torch.Tensor:
+    """Wav2Lip's expert loss ``−log P_sync`` on the one-step x̂₀ of whole windows.
+
+    Args:
+        predicted_clean / clean: ``(W·T, C, h, w)`` x̂₀ and the true latents, window-major.
+        mask: ``(W·T, 1, h, w)`` latent mouth mask: x̂₀ inside, the true latents outside (what inference makes).
+        mfcc: ``(W, 1, 13, 4T)`` the windows' MFCC.
+        picked: ``(W,)`` bool, the windows to score (at least one).
+
+    Returns:
+        Scalar mean ``−log P_sync`` over the picked windows, differentiable with respect to x̂₀.
+    """
+    window = clean.shape[0] // mfcc.shape[0]
+    frames = picked.repeat_interleave(window)
+    inside = mask[frames].to(clean.dtype)
+    composite = predicted_clean[frames] * inside + clean[frames] * (1 - inside)
+    pixels = model.decode_latents(composite, differentiable=True)
+    probability = sync_probability(expert, pixels.unflatten(0, (-1, window)), mfcc[picked])
+    return -torch.log(probability).mean()
 
 
 def _load_autoencoder(model: DiffTalkModel, path: str) -> None:
@@ -221,9 +296,13 @@ def training_batches(
     batch_size: int,
     latent_cache: bool,
     progress: bool,
+    window: int = 0,
 ) -> Batches:
     """The training split of ``config.data`` as :class:`Batches` of ``batch_size`` per rank, with its clips'
-    latents cached by ``autoencoder`` first when ``latent_cache`` (rank 0 builds, every rank reads)."""
+    latents cached by ``autoencoder`` first when ``latent_cache`` (rank 0 builds, every rank reads).
+
+    ``window`` > 0: batches of ``batch_size / window`` windows of ``window`` consecutive frames with their MFCC
+    (``train.windows.FrameWindows``, collated ``(W, T, ...)``) instead of single frames."""
     fingerprint = None
     if latent_cache:
         clips = open_clips(config.data.data_dir, "train")
@@ -240,6 +319,9 @@ def training_batches(
         seed=seed,
         latent_cache=fingerprint,
     )
+    if window:
+        windows = FrameWindows(dataset, window, seed, with_mfcc=True, where=f"{config.data.data_dir} (train)")
+        return Batches.build(fabric, windows, batch_size // window, seed, config.data.num_workers, collate_samples)
     return Batches.build(fabric, dataset, batch_size, seed, config.data.num_workers, collate_samples)
 
 
@@ -247,15 +329,26 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     """Train (or resume training of) the diffusion model of ``config``, driven by ``config.train`` and
     ``config.data`` (``resume``, ``progress``: see :mod:`difftalk.train`)."""
     train = config.train
+    init, init_sha256 = None, None
+    if train.init_from:
+        init, init_sha256 = open_checkpoint_model(train.init_from, config.data.feature_backend, "train.init_from")
+        config = replace(config, model=init.config)
     fabric, run = open_run(train)
     rank, world = fabric.global_rank, fabric.world_size
     torch.manual_seed(train.seed)  # the same initial weights on every rank
 
     model = DiffTalkModel(config.model)
-    _load_autoencoder(model, train.autoencoder)
+    if init is not None:
+        model.load_state_dict(init.state_dict(), strict=True)
+        logger.info("starting from %s (weights sha256 %s)", train.init_from, init_sha256)
+        del init
+    else:
+        _load_autoencoder(model, train.autoencoder)
+    expert = _open_expert(train, fabric.device)
+    window = expert.config.num_frames if expert is not None else 0
     torch.manual_seed(train.seed + rank)
     batches = training_batches(
-        fabric, config, model.autoencoder, train.seed, train.batch_size, train.latent_cache, progress
+        fabric, config, model.autoencoder, train.seed, train.batch_size, train.latent_cache, progress, window
     )
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
     fabric_model, optimizer = fabric.setup(model, optimizer)
@@ -277,6 +370,10 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     if resumed is not None:
         model.config = replace(model.config, latent_scale=float(resumed.get("latent_scale", 1.0)))
         logger.info("latent scale %.4f (from the training state)", model.config.latent_scale)
+    elif train.init_from:
+        logger.info("latent scale %.4f (from %s)", model.config.latent_scale, train.init_from)
+        info = {"latent_scale": model.config.latent_scale, "init_from": train.init_from, "init_sha256": init_sha256}
+        run.write_run_info(config, world, info)
     else:
         std = latent_std(model, batches.dataset)
         if train.scale_latents_by_std:
@@ -305,18 +402,39 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     weighting = LossWeighting(train.min_snr_gamma, train.mask_loss_outside, train.mask_loss_dilate)
     by_range = LossByRange(config.model.diffusion.num_train_timesteps)
 
+    num_timesteps = config.model.diffusion.num_train_timesteps
+
     def step_fn(batch: TalkingHeadBatch, index: int) -> StepOutput:
         batch = batch.to(fabric.device)
+        timesteps = per_window = None
+        if window:  # one t per window: the expert judges whole windows
+            batch = flatten_windows(batch)
+            assert batch.mfcc is not None
+            per_window = torch.randint(0, num_timesteps, (batch.mfcc.shape[0],), generator=generator)
+            timesteps = per_window.repeat_interleave(window)
         clean, mask = _targets(model, batch)
         output = fabric_model.training_loss(
             conditions=_conditions(model, batch, clean, mask),
             target_latents=clean,
             generator=generator,
+            timesteps=timesteps,
             latent_mouth_mask=mask,
             weighting=weighting,
+            predict_clean=expert is not None,
         )
         by_range.add(output.timesteps, output.mse_inside, output.mse_outside)
-        return StepOutput(output.loss, after=lambda: ema.update(trainable))
+        loss, metrics = output.loss, dict[str, torch.Tensor | float]()
+        if expert is not None and per_window is not None:
+            picked = per_window < train.sync_max_t
+            sync = torch.full((), float("nan"))
+            if bool(picked.any()):
+                assert output.predicted_clean is not None and batch.mfcc is not None
+                sync = expert_sync_loss(
+                    model, expert, output.predicted_clean, clean, mask, batch.mfcc, picked.to(clean.device)
+                )
+                loss = loss + train.sync_weight * sync
+            metrics["sync"] = sync.detach()
+        return StepOutput(loss, metrics, after=lambda: ema.update(trainable))
 
     def samples(step: int) -> None:
         if sample_batch is not None:

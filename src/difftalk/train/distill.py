@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 
-from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir, weights_sha256
 from difftalk.config import DiffTalkConfig, DistillConfig
 from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.transforms import to_uint8
@@ -46,7 +45,14 @@ from difftalk.diffusion.sampling import make_scheduler, sample_masked
 from difftalk.diffusion.schedule import add_noise, predict_clean
 from difftalk.io.image import save_image_grid
 from difftalk.models.difftalk import DiffTalkModel, dilate_mask
-from difftalk.train.diffusion import SAMPLE_GRID_SIZE, _conditions, _fixed_batch, _targets, training_batches
+from difftalk.train.diffusion import (
+    SAMPLE_GRID_SIZE,
+    _conditions,
+    _fixed_batch,
+    _targets,
+    open_checkpoint_model,
+    training_batches,
+)
 from difftalk.train.ema import EMA
 from difftalk.train.loop import (
     Every,
@@ -190,15 +196,8 @@ def _open_teacher(config: DiffTalkConfig) -> tuple[DiffTalkModel, str]:
     source = config.distill.teacher
     if not source:
         raise ValueError("distill.teacher is empty: pass --teacher DIR (a `difftalk train` checkpoints/model folder)")
-    directory = resolve_checkpoint_dir(source)
-    teacher = DiffTalkModel.from_pretrained(directory).requires_grad_(False).eval()
-    backend = read_checkpoint_meta(directory, DiffTalkModel.KIND).get("extra", {}).get("feature_backend")
-    if backend is not None and backend != config.data.feature_backend:
-        raise ValueError(
-            f"the teacher {source} was trained on '{backend}' audio features, but data.feature_backend is "
-            f"'{config.data.feature_backend}'; set data.feature_backend={backend}"
-        )
-    return teacher, weights_sha256(directory)
+    teacher, sha256 = open_checkpoint_model(source, config.data.feature_backend, "the teacher")
+    return teacher.requires_grad_(False).eval(), sha256
 
 
 def _check_teacher(resumed: Mapping[str, Any], sha256: str, config: DistillConfig, state_path: Path) -> None:

@@ -38,15 +38,14 @@ from difftalk.config.lipgan import LipGANTrainConfig
 from difftalk.data.clips import DatasetError, load_manifest
 from difftalk.data.dataset import TalkingHeadDataset
 from difftalk.data.transforms import to_uint8
-from difftalk.io.audio import load_audio
 from difftalk.io.image import save_image_grid
-from difftalk.metrics.sync import FPS, mfcc, mfcc_windows
+from difftalk.metrics.sync import FPS
 from difftalk.models.discriminator import PatchDiscriminator
 from difftalk.models.lipgan import LipGANGenerator, sync_probability
 from difftalk.models.syncnet import SyncNet, load_syncnet
 from difftalk.train.adversarial import Adversary, adversarial_step
 from difftalk.train.loop import Batches, Every, StepOutput, TrainingState, fit, open_run
-from difftalk.train.syncnet import face_windows
+from difftalk.train.windows import FrameWindows
 
 __all__ = [
     "LipGANBatch",
@@ -98,10 +97,8 @@ def collate_windows(samples: Sequence[LipGANBatch]) -> LipGANBatch:
 
 
 class LipGANWindowDataset(Dataset[LipGANBatch]):
-    """Every window of ``frames_per_sample`` consecutive frames with a face (see the module docstring).
-
-    The reference frame comes from ``np.random.default_rng((seed, epoch, index))``.
-    """
+    """Every window of ``frames_per_sample`` consecutive frames with a face (see the module docstring):
+    ``train.windows.FrameWindows`` of the frames, as :class:`LipGANBatch` samples."""
 
     def __init__(
         self, data_dir: str | Path, config: LipGANTrainConfig, split: str | None = None, with_mfcc: bool = False
@@ -117,27 +114,19 @@ class LipGANWindowDataset(Dataset[LipGANBatch]):
             seed=config.seed,
         )
         self.clips = self.frames.clips
-        self.epoch = 0
-        window = config.frames_per_sample
-        self.mfccs = [mfcc(load_audio(clip.path / "audio.wav")) for clip in self.clips] if with_mfcc else None
         where = f"{data_dir} ({split or config.split})"
-        _, self._clip_of, self._start_of = face_windows(self.clips, window, where, self.mfccs)
+        self.windows = FrameWindows(self.frames, config.frames_per_sample, config.seed, with_mfcc, where)
 
     def __len__(self) -> int:
-        return int(self._start_of.size)
+        return len(self.windows)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.windows.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> LipGANBatch:
-        rng = np.random.default_rng((self.config.seed, self.epoch, index))
-        clip_index, start = int(self._clip_of[index]), int(self._start_of[index])
-        window = self.config.frames_per_sample
-        reference = self.frames.choose_reference(self.clips[clip_index], start + window // 2, rng)
-        frames = [self.frames.make_sample(clip_index, start + i, reference) for i in range(window)]
-        stacked = {name: torch.stack([getattr(f, name) for f in frames]) for name in FRAME_FIELDS}
-        mfcc_window = None if self.mfccs is None else mfcc_windows(self.mfccs[clip_index], [start], window)[0]
-        return LipGANBatch(**stacked, mfcc=mfcc_window)
+        window = self.windows[index]
+        stacked = {name: getattr(window, name) for name in FRAME_FIELDS}
+        return LipGANBatch(**stacked, mfcc=window.mfcc)
 
 
 def adversarial_input(frames: torch.Tensor) -> torch.Tensor:
