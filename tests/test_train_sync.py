@@ -152,3 +152,36 @@ def test_sync_loss_fine_tunes_from_a_checkpoint_and_resumes_exactly(
 
     with pytest.raises(ValueError, match="multiple of the sync expert's 5-frame"):
         train_diffusion(_config(prepared_dataset, tmp_path / "c", **{**sync, "train.batch_size": 8}), progress=False)
+
+
+def test_latent_cache_skips_clips_another_run_cached_meanwhile(prepared_dataset, tmp_path):
+    """Two runs starting on the same data share the work: a clip cached by the other one is not encoded again."""
+    import shutil
+
+    from difftalk.data.clips import open_clips
+    from difftalk.models.autoencoder import Autoencoder
+    from difftalk.train.latent_cache import autoencoder_fingerprint, build_latent_cache
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared_dataset, data)
+    clips = open_clips(data, "all")
+    torch.manual_seed(0)
+    autoencoder = Autoencoder(load_config("tiny").model.autoencoder).eval()
+    fingerprint = autoencoder_fingerprint(autoencoder)
+    other = clips[1].latents_path(fingerprint)
+    encoded: list[int] = []
+    original = autoencoder.encode
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        encoded.append(frames.shape[0])
+        if not other.is_file():  # the other run finishes clip 1 while this one encodes clip 0
+            other.parent.mkdir(exist_ok=True)
+            np.save(other, np.zeros((clips[1].num_frames, 2, 3, 16, 16), np.float16))
+        return original(frames)
+
+    autoencoder.encode = encode  # type: ignore[method-assign]
+    assert build_latent_cache(clips, autoencoder, progress=False) == fingerprint
+    encoded_frames = sum(encoded) // 2  # the frame and its masked version
+    assert encoded_frames == sum(len(c.valid_frames) for i, c in enumerate(clips) if i != 1)
+    assert not np.load(other).any()  # left as the other run wrote it
+    assert all(c.latents_path(fingerprint).is_file() for c in clips)

@@ -141,21 +141,17 @@ def _load_config_with_overrides(args: argparse.Namespace) -> Any:
         overrides["data.data_dir"] = args.data
     if getattr(args, "run_dir", None):
         overrides[f"{args.train_section}.run_dir"] = args.run_dir
+    if getattr(args, "init_from", None):  # the start's autoencoder replaces the preset's train.autoencoder
+        overrides.update({"train.init_from": args.init_from, "train.autoencoder": ""})
+    if getattr(args, "syncnet", None) and args.command == "train":
+        overrides["train.syncnet"] = args.syncnet
     return replace(config, overrides) if overrides else config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from difftalk.config import replace
     from difftalk.train.diffusion import train_diffusion
 
     config = _load_config_with_overrides(args)
-    overrides: dict[str, object] = {}
-    if args.init_from:  # the start's autoencoder replaces the preset's train.autoencoder
-        overrides.update({"train.init_from": args.init_from, "train.autoencoder": ""})
-    if args.syncnet:
-        overrides["train.syncnet"] = args.syncnet
-    if overrides:
-        config = replace(config, overrides)
     result = train_diffusion(config, resume=not args.restart, progress=not args.no_progress)
     logger.info(
         "%s at step %d (loss %.4f); model → %s",

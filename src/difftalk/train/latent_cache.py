@@ -54,6 +54,9 @@ def build_latent_cache(
     total = sum(len(c.valid_frames) for c in todo)
     bar = tqdm(total=total, desc="caching latents", unit="frame", disable=not progress)
     for clip in todo:
+        if clip.latents_path(fingerprint).is_file():  # written meanwhile by another run on the same data
+            bar.update(len(clip.valid_frames))
+            continue
         out = np.zeros((clip.num_frames, 2, channels, latent, latent), dtype=np.float16)
         frames = clip.valid_frames
         for start in range(0, len(frames), batch_size):
