@@ -256,6 +256,19 @@ def test_set_keys_are_named_after_each_trainers_yaml_section(monkeypatch, caplog
     assert (seen["train-syncnet"].steps, seen["train-syncnet"].batch_size) == (5, 4)
     assert main(["train-lipgan", *runs, "--set", "lipgan_train.steps=9", "--set", "lipgan_train.sync_weight=0.5"]) == 0
     assert (seen["train-lipgan"].steps, seen["train-lipgan"].sync_weight) == (9, 0.5)
+    # fine-tuning with the sync loss: the flags and --set are checked together; the start's autoencoder is used
+    start = ["--init-from", "ckpt/model", "--syncnet", "experts/loss"]
+    assert main(["train", "--config", "synth_128", *start, "--set", "train.sync_weight=0.01"]) == 0
+    train = seen["train"].train
+    assert (train.init_from, train.autoencoder, train.syncnet, train.sync_weight) == (
+        "ckpt/model",
+        "",
+        "experts/loss",
+        0.01,
+    )
+    caplog.clear()
+    assert main(["train", "--config", "tiny", "--set", "train.sync_weight=0.01"]) == 2
+    assert "train.syncnet: is empty" in caplog.text
     # the bare field names of earlier versions still work for the two baselines' trainers
     assert main(["train-syncnet", *runs, "--set", "steps=11"]) == 0 and seen["train-syncnet"].steps == 11
     assert main(["train-lipgan", *runs, "--set", "steps=12"]) == 0 and seen["train-lipgan"].steps == 12
