@@ -139,8 +139,8 @@ def test_sync_loss_fine_tunes_from_a_checkpoint_and_resumes_exactly(
         for a, b in zip(trained.autoencoder.state_dict().values(), start.autoencoder.state_dict().values(), strict=True)
     )
     # 4 small steps from the start stay near it (a random initialisation would be far away)
-    unet_a = torch.cat([p.flatten() for p in trained.unet.parameters()])
-    unet_b = torch.cat([p.flatten() for p in start.unet.parameters()])
+    unet_a = torch.cat([p.detach().flatten() for p in trained.unet.parameters()])
+    unet_b = torch.cat([p.detach().flatten() for p in start.unet.parameters()])
     assert 0 < float((unet_a - unet_b).abs().max()) < 0.05
 
     halves = _config(prepared_dataset, tmp_path / "b", **{**sync, "train.steps": 2})
@@ -163,7 +163,7 @@ def test_latent_cache_skips_clips_another_run_cached_meanwhile(prepared_dataset,
     from difftalk.train.latent_cache import autoencoder_fingerprint, build_latent_cache
 
     data = tmp_path / "data"
-    shutil.copytree(prepared_dataset, data)
+    shutil.copytree(prepared_dataset, data, ignore=shutil.ignore_patterns("latents"))  # earlier tests cache there
     clips = open_clips(data, "all")
     torch.manual_seed(0)
     autoencoder = Autoencoder(load_config("tiny").model.autoencoder).eval()
