@@ -15,9 +15,9 @@ from difftalk.preprocess.landmarks import CONDITION_POINTS, MOUTH
 from tests.fakes import face_landmarks
 
 
-def _dataset(root, split="train", distance=8, seed=0):
+def _dataset(root, split="train", distance=8, seed=0, **kwargs):
     return TalkingHeadDataset(
-        root, split=split, image_size=64, context_frames=5, reference_min_distance=distance, seed=seed
+        root, split=split, image_size=64, context_frames=5, reference_min_distance=distance, seed=seed, **kwargs
     )
 
 
@@ -95,11 +95,30 @@ def test_latent_mask_covers_the_pixel_mask():
 def test_audio_windows_are_centred_on_the_target(prepared_dataset):
     dataset = _dataset(prepared_dataset)
     clip = dataset.clips[0]
-    window = dataset.audio_window(clip, 10)
+    window = dataset.audio_window(0, 10)
     features = np.asarray(clip.features("mel"), dtype=np.float32)
     assert np.array_equal(window[2], features[10]) and np.array_equal(window[0], features[8])
-    edge = dataset.audio_window(clip, 0)
+    edge = dataset.audio_window(0, 0)
     assert np.array_equal(edge[0], features[0]) and np.array_equal(edge[1], features[0])
+
+
+def test_silence_rule_in_training_is_the_inference_rule(prepared_dataset):
+    """data.silence_db: silent frames get digital silence's window, exactly as generation replaces them."""
+    from difftalk.io.audio import load_audio
+    from difftalk.preprocess.audio_features import replace_silent_frames, silence_window, silent_frames
+
+    plain = _dataset(prepared_dataset)
+    dataset = _dataset(prepared_dataset, silence_db=-45.0)
+    clip = dataset.clips[0]
+    audio = load_audio(clip.path / "audio.wav")
+    silent = silent_frames(audio, clip.num_frames, -45.0)
+    assert 0 < silent.sum() < clip.num_frames  # the synthetic speech has pauses
+    expected = replace_silent_frames(np.asarray(clip.features("mel"), dtype=np.float32), audio, -45.0, "mel")
+    silence = silence_window("mel").astype(np.float32)
+    for frame in range(clip.num_frames):
+        window, stored = dataset.audio_window(0, frame), plain.audio_window(0, frame)
+        assert np.array_equal(window[2], expected[frame])
+        assert np.array_equal(window[2], silence if silent[frame] else stored[2])
 
 
 def test_missing_things_give_clear_errors(prepared_dataset, tmp_path):

@@ -86,6 +86,9 @@ class LipGANTrainConfig(FabricConfig):
     """Consecutive frames per sample (must equal the expert's ``num_frames``)."""
     reference_min_distance: int = 60
     """The window's reference frame is at least this far from its centre."""
+    silence_db: float | None = None
+    """As ``data.silence_db`` of ``difftalk train``: silent frames get digital silence's features, as at
+    inference; None keeps the stored features."""
     steps: int = 20_000
     """Optimiser steps."""
     batch_size: int = 8

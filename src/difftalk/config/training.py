@@ -47,6 +47,10 @@ class DataConfig:
     """The reference frame is drawn, anew for every sample, from frames at least this far away."""
     num_workers: int = 2
     """DataLoader worker processes (0 = load in the training process)."""
+    silence_db: float | None = None
+    """Frames whose audio (RMS over ±20 ms) is below this level get the feature window of digital
+    silence, the rule generation applies (``generate --silence-db``, −45 by default), so the model
+    sees in training what it is given at inference. None keeps the stored features (official)."""
 
     def __post_init__(self) -> None:
         _require(self.reference_min_distance >= 0, "reference_min_distance", "must be >= 0")

@@ -16,7 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from difftalk.constants import CLIP_META, MANIFEST
+from difftalk.constants import CLIP_META, FPS, MANIFEST
+from difftalk.io.audio import load_audio
+from difftalk.preprocess.audio_features import silent_frames
 
 
 class DatasetError(ValueError):
@@ -111,6 +113,11 @@ class Clip:
                 f"re-run `difftalk preprocess ... --features {backend}`"
             )
         return np.load(path, mmap_mode="r")
+
+    def silent_frames(self, threshold_db: float) -> np.ndarray:
+        """``(N,)`` bool: frames whose audio is below ``threshold_db`` (``preprocess.audio_features.silent_frames``)."""
+        fps = float(self.meta.get("fps", FPS))
+        return silent_frames(load_audio(self.path / "audio.wav"), self.num_frames, threshold_db, fps)
 
     def frame_path(self, index: int, size: int | None = None) -> Path:
         folder = "frames" if size is None or size == self.crop_size else f"frames_{size}"

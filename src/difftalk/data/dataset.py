@@ -22,6 +22,7 @@ from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.clips import Clip, frame_index, open_clips
 from difftalk.data.masks import apply_mask, mouth_mask
 from difftalk.data.transforms import to_tensor
+from difftalk.preprocess.audio_features import silence_window
 from difftalk.preprocess.landmarks import condition_landmarks
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         reference_min_distance: int = 60,
         seed: int = 0,
         latent_cache: str | None = None,
+        silence_db: float | None = None,
     ) -> None:
         """Index the clips of ``split``.
 
@@ -54,6 +56,8 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
             seed: base seed of the per-sample random choices.
             latent_cache: fingerprint of a latent cache (``train.latent_cache``); samples then carry
                 latents instead of frames.
+            silence_db: frames whose audio is below this level get the feature window of digital silence,
+                the rule inference applies (``GenerateOptions.silence_db``); None keeps the stored features.
         """
         self.clips: list[Clip] = open_clips(data_dir, split)
         self.image_size = image_size
@@ -66,6 +70,11 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         self._clip_of, self._frame_of = frame_index(self.clips, f"{data_dir} ({split})")
         for clip in self.clips:
             clip.features(feature_backend)  # fail early with a clear message if a backend is missing
+        self.silence_db = silence_db
+        self._silent: list[np.ndarray] = []
+        if silence_db is not None:
+            self._silence = silence_window(feature_backend)  # type: ignore[arg-type]
+            self._silent = [clip.silent_frames(silence_db) for clip in self.clips]
         short = [c.name for c in self.clips if c.num_frames <= 2 * reference_min_distance]
         if short:
             logger.warning(
@@ -94,12 +103,16 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
             return int(far[rng.integers(far.size)])
         return int(valid[np.argmax(np.abs(valid - frame))])
 
-    def audio_window(self, clip: Clip, frame: int) -> np.ndarray:
-        """``(2w+1, 16, F)`` float32 feature windows of frames ``frame-w … frame+w`` (edges repeated)."""
-        features = clip.features(self.feature_backend)
+    def audio_window(self, clip_index: int, frame: int) -> np.ndarray:
+        """``(2w+1, 16, F)`` float32 feature windows of frames ``frame-w … frame+w`` (edges repeated), silent
+        frames replaced by digital silence's window when ``silence_db`` is set."""
+        clip = self.clips[clip_index]
         half = self.context_frames // 2
         index = np.clip(np.arange(frame - half, frame - half + self.context_frames), 0, clip.num_frames - 1)
-        return np.asarray(features[index], dtype=np.float32)
+        windows = np.asarray(clip.features(self.feature_backend)[index], dtype=np.float32)
+        if self._silent:
+            windows[self._silent[clip_index][index]] = self._silence
+        return windows
 
     def make_sample(self, clip_index: int, frame: int, reference: int) -> TalkingHeadBatch:
         """The sample for a given target and reference frame of one clip (no randomness)."""
@@ -108,7 +121,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         landmarks = clip.landmarks_at(frame, size)
         sample = TalkingHeadBatch(
             landmarks=torch.from_numpy(condition_landmarks(landmarks, size)),
-            audio_features=torch.from_numpy(self.audio_window(clip, frame)),
+            audio_features=torch.from_numpy(self.audio_window(clip_index, frame)),
             clip_index=torch.tensor(clip_index),
             frame_index=torch.tensor(frame),
             reference_index=torch.tensor(reference),

@@ -32,7 +32,7 @@ from difftalk.io.video import VideoWriter
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.paste import paste_back
 from difftalk.pipeline.source import SourceFrames, SourceTrack, analyze_source, source_indices
-from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features, silent_frames
+from difftalk.preprocess.audio_features import FEATURE_DIMS, compute_features, replace_silent_frames
 from difftalk.preprocess.crop import crop_image, frame_to_crop
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ def prepare_driving_audio(
     samples = fit_length(samples, round(num_frames / FPS * SAMPLE_RATE))
     backend: Any = feature_backend
     features = compute_features(samples, num_frames, backend=backend, fps=FPS)
-    silence = compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
-    features[silent_frames(samples, num_frames, options.silence_db)] = silence
+    replace_silent_frames(features, samples, options.silence_db, backend)
     original = None if clip is None else clip.fit_seconds(num_frames / FPS)
     return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop), original)
 

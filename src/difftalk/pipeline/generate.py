@@ -45,12 +45,12 @@ from difftalk.pipeline.base import (
     crop_inputs,
     feature_backend_of,
     first_reference,
-    silent_frames,
 )
 from difftalk.pipeline.colour import colour_correction
 from difftalk.pipeline.options import GenerateOptions, check_num_steps
 from difftalk.pipeline.paste import paste_weight
 from difftalk.pipeline.source import SourceFrames
+from difftalk.preprocess.audio_features import silent_frames
 from difftalk.preprocess.landmarks import condition_landmarks
 
 logger = logging.getLogger(__name__)

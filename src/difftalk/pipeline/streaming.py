@@ -20,7 +20,7 @@ import numpy as np
 from difftalk.io.audio import SAMPLE_RATE
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.source import source_indices
-from difftalk.preprocess.audio_features import compute_features, silent_frames
+from difftalk.preprocess.audio_features import compute_features, replace_silent_frames
 
 MARGIN_FRAMES = 8
 """Audio frames computed on either side of the frames kept, so kept frames match the whole-file features."""
@@ -142,8 +142,7 @@ class StreamingAudio:
         count = lead + (until - first) + (MARGIN_FRAMES if not self._ended else 0)
         segment = np.pad(segment, (0, max(0, count * self._per_frame - segment.size)))
         features = compute_features(segment, count, backend="mel", fps=self._fps)
-        silence = compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend="mel")[0]
-        features[silent_frames(segment, count, self._options.silence_db, self._fps)] = silence
+        replace_silent_frames(features, segment, self._options.silence_db, "mel", self._fps)
         self._features = np.concatenate([self._features, features[lead : lead + until - first]])
         self._trim_audio()
 

@@ -93,6 +93,23 @@ def silent_frames(audio: np.ndarray, num_frames: int, threshold_db: float, fps: 
     return 20 * np.log10(rms + 1e-12) < threshold_db
 
 
+def silence_window(backend: FeatureBackend = "mel") -> np.ndarray:
+    """``(16, F)`` float16: the feature window of digital silence (what a silent frame is given)."""
+    return compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
+
+
+def replace_silent_frames(
+    features: np.ndarray, audio: np.ndarray, threshold_db: float, backend: FeatureBackend = "mel", fps: float = FPS
+) -> np.ndarray:
+    """The silence rule, one implementation for inference and training: frames of ``features``
+    ``(N, 16, F)`` whose ``audio`` (16 kHz mono, frame 0 at sample 0) is below ``threshold_db``
+    (:func:`silent_frames`) get :func:`silence_window` instead. Changes ``features`` in place and returns it."""
+    silent = silent_frames(audio, features.shape[0], threshold_db, fps)
+    if silent.any():
+        features[silent] = silence_window(backend)
+    return features
+
+
 def load_precomputed(path: str, num_frames: int) -> np.ndarray:
     """Read a user's AD-NeRF/DeepSpeech ``(N, 16, 29)`` array and match it to ``num_frames``.
 

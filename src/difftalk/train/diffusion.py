@@ -279,6 +279,7 @@ def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
         "feature_backend": config.data.feature_backend,
         "reference_min_distance": config.data.reference_min_distance,
         "seed": config.train.seed,
+        "silence_db": config.data.silence_db,
     }
     try:
         dataset = TalkingHeadDataset(config.data.data_dir, split="test", **kwargs)
@@ -318,6 +319,7 @@ def training_batches(
         reference_min_distance=config.data.reference_min_distance,
         seed=seed,
         latent_cache=fingerprint,
+        silence_db=config.data.silence_db,
     )
     if window:
         windows = FrameWindows(dataset, window, seed, with_mfcc=True, where=f"{config.data.data_dir} (train)")

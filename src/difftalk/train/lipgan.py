@@ -112,6 +112,7 @@ class LipGANWindowDataset(Dataset[LipGANBatch]):
             feature_backend=config.feature_backend,
             reference_min_distance=config.reference_min_distance,
             seed=config.seed,
+            silence_db=config.silence_db,
         )
         self.clips = self.frames.clips
         where = f"{data_dir} ({split or config.split})"
