@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from difftalk.checkpoint import weights_sha256
+from difftalk.checkpoint import read_checkpoint_meta, weights_sha256
 from difftalk.config import ConfigError, load_config, replace
 from difftalk.data.batch import collate_samples
 from difftalk.data.dataset import TalkingHeadDataset
@@ -40,7 +40,7 @@ def start_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     config = replace(load_config("tiny").model, {"latent_scale": 2.5})
     path = tmp_path_factory.mktemp("start") / "model"
-    DiffTalkModel(config).save_pretrained(path, feature_backend="mel")
+    DiffTalkModel(config).save_pretrained(path, feature_backend="mel", sampler_steps=3)
     return path
 
 
@@ -134,6 +134,7 @@ def test_sync_loss_fine_tunes_from_a_checkpoint_and_resumes_exactly(
     trained = DiffTalkModel.from_pretrained(result.model_dir)
     start = DiffTalkModel.from_pretrained(start_checkpoint)
     assert trained.config == start.config  # the start's model section and latent scale, not the preset's
+    assert read_checkpoint_meta(result.model_dir, DiffTalkModel.KIND)["extra"]["sampler_steps"] == 3  # tiny: 10
     assert all(
         torch.equal(a, b)
         for a, b in zip(trained.autoencoder.state_dict().values(), start.autoencoder.state_dict().values(), strict=True)

@@ -332,9 +332,13 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     ``config.data`` (``resume``, ``progress``: see :mod:`difftalk.train`)."""
     train = config.train
     init, init_sha256 = None, None
+    sampler_steps = config.sampler.num_steps
     if train.init_from:
         init, init_sha256 = open_checkpoint_model(train.init_from, config.data.feature_backend, "train.init_from")
         config = replace(config, model=init.config)
+        start_meta = read_checkpoint_meta(resolve_checkpoint_dir(train.init_from), DiffTalkModel.KIND)
+        # the start's recommended step count was measured for it (the shipped model: 5); a fine-tune keeps it
+        sampler_steps = int(start_meta.get("extra", {}).get("sampler_steps", sampler_steps))
     fabric, run = open_run(train)
     rank, world = fabric.global_rank, fabric.world_size
     torch.manual_seed(train.seed)  # the same initial weights on every rank
@@ -451,7 +455,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             run.checkpoints / "model",
             step=step,
             feature_backend=config.data.feature_backend,
-            sampler_steps=config.sampler.num_steps,
+            sampler_steps=sampler_steps,
         )
 
     result = fit(
