@@ -119,6 +119,10 @@ def test_silence_rule_in_training_is_the_inference_rule(prepared_dataset):
         window, stored = dataset.audio_window(0, frame), plain.audio_window(0, frame)
         assert np.array_equal(window[2], expected[frame])
         assert np.array_equal(window[2], silence if silent[frame] else stored[2])
+    held = _dataset(prepared_dataset, silence_db=-45.0, silence_hold=4)
+    expected = replace_silent_frames(np.asarray(clip.features("mel"), np.float32), audio, -45.0, "mel", hold=4)
+    assert all(np.array_equal(held.audio_window(0, f)[2], expected[f]) for f in range(clip.num_frames))
+    assert silent_frames(audio, clip.num_frames, -45.0, hold=4).sum() < silent.sum()  # gaps inside speech kept
 
 
 def test_missing_things_give_clear_errors(prepared_dataset, tmp_path):

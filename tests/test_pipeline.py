@@ -85,6 +85,13 @@ def test_silent_frames_are_detected():
     audio[8000:] = 0.2 * np.sin(np.arange(8000) / 5)
     silent = silent_frames(audio, 25, -45.0)
     assert silent[:12].all() and not silent[13:].any()
+    # hold: a 2-frame gap inside speech is not a pause; a long pause is, except its frames near speech
+    speech = np.tile(0.2 * np.sin(np.arange(16000) / 5).astype(np.float32), 2)  # 2 s = 50 frames
+    speech[int(0.4 * 16000) : int(0.48 * 16000)] = 0  # frames 10-11
+    speech[int(1.0 * 16000) : int(1.6 * 16000)] = 0  # frames 25-39
+    plain, held = silent_frames(speech, 50, -45.0), silent_frames(speech, 50, -45.0, hold=4)
+    assert plain[10:12].any() and not held[:20].any()
+    assert held[30:35].all() and not held[25:29].any() and not held[36:].any() and held.sum() < plain.sum()
 
 
 @needs_dlib

@@ -21,6 +21,7 @@ from difftalk.cli_options import (
     resolve_device,
     resolve_dtype,
 )
+from difftalk.constants import SILENCE_DB, SILENCE_HOLD_FRAMES
 from difftalk.diffusion import SAMPLERS
 
 logger = logging.getLogger("difftalk")
@@ -41,6 +42,8 @@ def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
         temporal_smoothing=args.temporal_smoothing,
         noise=args.noise,
         seed=args.seed,
+        silence_db=args.silence_db,
+        silence_hold=args.silence_hold,
         **fields,
     )
 
@@ -143,6 +146,19 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--noise", choices=["independent", "shared"], default="independent", help=NOISE_HELP)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise")
+    parser.add_argument(
+        "--silence-db",
+        type=float,
+        default=SILENCE_DB,
+        help="frames whose audio is below this level (dB) get digital silence's features, a closed mouth; raise it "
+        "for a noisy recording, --silence-db=-inf turns it off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--silence-hold",
+        type=int,
+        default=SILENCE_HOLD_FRAMES,
+        help="a frame counts as silent only if the frames within ±N are too (0-8; default: %(default)s)",
+    )
 
 
 def add_generation_commands(sub: Any) -> None:

@@ -24,3 +24,9 @@ RESULTS_NAME = "results.json"
 
 FeatureBackend = Literal["mel", "whisper", "precomputed"]
 """Which per-frame audio features a clip carries (``features/<backend>.npy``) and a model is trained on."""
+
+SILENCE_DB = -45.0
+"""Generation's silence rule: frames whose audio is below this level (dB) get digital silence's features."""
+
+SILENCE_HOLD_FRAMES = 0
+"""... and only when every frame within ± this many frames is below it too (``GenerateOptions.silence_hold``)."""

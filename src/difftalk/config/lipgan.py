@@ -89,6 +89,8 @@ class LipGANTrainConfig(FabricConfig):
     silence_db: float | None = None
     """As ``data.silence_db`` of ``difftalk train``: silent frames get digital silence's features, as at
     inference; None keeps the stored features."""
+    silence_hold: int = 0
+    """As ``data.silence_hold`` of ``difftalk train``."""
     steps: int = 20_000
     """Optimiser steps."""
     batch_size: int = 8

@@ -51,10 +51,14 @@ class DataConfig:
     """Frames whose audio (RMS over ±20 ms) is below this level get the feature window of digital
     silence, the rule generation applies (``generate --silence-db``, −45 by default), so the model
     sees in training what it is given at inference. None keeps the stored features (official)."""
+    silence_hold: int = 0
+    """With ``silence_db``: a frame counts as silent only if the frames within ± this many are too
+    (``generate --silence-hold``)."""
 
     def __post_init__(self) -> None:
         _require(self.reference_min_distance >= 0, "reference_min_distance", "must be >= 0")
         _require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _require(0 <= self.silence_hold <= 8, "silence_hold", "must be 0-8 frames")
 
 
 @dataclass(frozen=True)

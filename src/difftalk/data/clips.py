@@ -114,10 +114,10 @@ class Clip:
             )
         return np.load(path, mmap_mode="r")
 
-    def silent_frames(self, threshold_db: float) -> np.ndarray:
+    def silent_frames(self, threshold_db: float, hold: int = 0) -> np.ndarray:
         """``(N,)`` bool: frames whose audio is below ``threshold_db`` (``preprocess.audio_features.silent_frames``)."""
         fps = float(self.meta.get("fps", FPS))
-        return silent_frames(load_audio(self.path / "audio.wav"), self.num_frames, threshold_db, fps)
+        return silent_frames(load_audio(self.path / "audio.wav"), self.num_frames, threshold_db, fps, hold)
 
     def frame_path(self, index: int, size: int | None = None) -> Path:
         folder = "frames" if size is None or size == self.crop_size else f"frames_{size}"

@@ -43,6 +43,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         seed: int = 0,
         latent_cache: str | None = None,
         silence_db: float | None = None,
+        silence_hold: int = 0,
     ) -> None:
         """Index the clips of ``split``.
 
@@ -58,6 +59,8 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
                 latents instead of frames.
             silence_db: frames whose audio is below this level get the feature window of digital silence,
                 the rule inference applies (``GenerateOptions.silence_db``); None keeps the stored features.
+            silence_hold: ... and only where the frames within ± this many are silent too
+                (``GenerateOptions.silence_hold``).
         """
         self.clips: list[Clip] = open_clips(data_dir, split)
         self.image_size = image_size
@@ -74,7 +77,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         self._silent: list[np.ndarray] = []
         if silence_db is not None:
             self._silence = silence_window(feature_backend)  # type: ignore[arg-type]
-            self._silent = [clip.silent_frames(silence_db) for clip in self.clips]
+            self._silent = [clip.silent_frames(silence_db, silence_hold) for clip in self.clips]
         short = [c.name for c in self.clips if c.num_frames <= 2 * reference_min_distance]
         if short:
             logger.warning(

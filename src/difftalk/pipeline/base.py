@@ -140,7 +140,7 @@ def prepare_driving_audio(
     samples = fit_length(samples, round(num_frames / FPS * SAMPLE_RATE))
     backend: Any = feature_backend
     features = compute_features(samples, num_frames, backend=backend, fps=FPS)
-    replace_silent_frames(features, samples, options.silence_db, backend)
+    replace_silent_frames(features, samples, options.silence_db, backend, hold=options.silence_hold)
     original = None if clip is None else clip.fit_seconds(num_frames / FPS)
     return DrivingAudio(samples, features, source_indices(track.num_frames, num_frames, options.loop), original)
 

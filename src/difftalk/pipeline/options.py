@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from difftalk.constants import SILENCE_DB, SILENCE_HOLD_FRAMES
 from difftalk.diffusion import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ class GenerateOptions:
     """DDIM noise (z_T of the mouth and the re-noising of the known latents): drawn anew for every frame,
     or the same draws for every frame of the video (the mouth then changes only where the conditions
     change: less flicker)."""
-    silence_db: float = -45.0
+    silence_db: float = SILENCE_DB
     """Frames whose audio (RMS over ±20 ms) is below this level get the features of digital silence,
-    which the model has learned as a closed mouth."""
+    which the model has learned as a closed mouth (``-inf``: never)."""
+    silence_hold: int = SILENCE_HOLD_FRAMES
+    """Only frames whose neighbours within ±this many frames are silent too count as silent (4 = the
+    whole 320 ms feature window is a pause): short gaps inside speech and the look-ahead to the next word
+    keep their features. 0 = every quiet frame."""
     landmarks: Literal["auto", "detector", "ground_truth"] = "auto"
     """``auto``: the synthetic benchmark's ground truth when the reference is one of its videos, else dlib."""
     detector: Literal["hog", "cnn"] = "hog"
@@ -91,6 +96,8 @@ class GenerateOptions:
             raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64, got {self.max_side}")
+        if not 0 <= self.silence_hold <= 8:
+            raise ValueError(f"silence_hold must be 0-8 frames, got {self.silence_hold}")
 
 
 def check_num_steps(steps: int | None, recommended: int, distilled: bool = False) -> None:

@@ -142,7 +142,7 @@ class StreamingAudio:
         count = lead + (until - first) + (MARGIN_FRAMES if not self._ended else 0)
         segment = np.pad(segment, (0, max(0, count * self._per_frame - segment.size)))
         features = compute_features(segment, count, backend="mel", fps=self._fps)
-        replace_silent_frames(features, segment, self._options.silence_db, "mel", self._fps)
+        replace_silent_frames(features, segment, self._options.silence_db, "mel", self._fps, self._options.silence_hold)
         self._features = np.concatenate([self._features, features[lead : lead + until - first]])
         self._trim_audio()
 

@@ -83,14 +83,22 @@ def compute_features(
     return frame_windows(steps[first:], num_frames, fps).astype(np.float16)
 
 
-def silent_frames(audio: np.ndarray, num_frames: int, threshold_db: float, fps: float = FPS) -> np.ndarray:
-    """``(num_frames,)`` bool: the RMS of the audio within ±20 ms of the frame's time is below ``threshold_db``."""
+def silent_frames(
+    audio: np.ndarray, num_frames: int, threshold_db: float, fps: float = FPS, hold: int = 0
+) -> np.ndarray:
+    """``(num_frames,)`` bool: the RMS of the audio within ±20 ms of the frame's time is below ``threshold_db``
+    — and, with ``hold`` > 0, so is every frame within ±``hold`` frames (beyond the ends counts as silent), so
+    a short gap inside speech, or the frames whose feature window already hears the next word, are not silent."""
     half = int(0.02 * SAMPLE_RATE)
     centres = (np.arange(num_frames) / fps * SAMPLE_RATE).astype(np.int64)
     padded = np.pad(audio.astype(np.float64), (half, half))
     energy = np.concatenate([[0.0], np.cumsum(padded**2)])
     rms = np.sqrt((energy[centres + 2 * half] - energy[centres]) / (2 * half))
-    return 20 * np.log10(rms + 1e-12) < threshold_db
+    quiet = 20 * np.log10(rms + 1e-12) < threshold_db
+    if hold > 0:
+        around = np.lib.stride_tricks.sliding_window_view(np.pad(quiet, hold, constant_values=True), 2 * hold + 1)
+        quiet = around.all(axis=1)
+    return quiet
 
 
 def silence_window(backend: FeatureBackend = "mel") -> np.ndarray:
@@ -99,12 +107,17 @@ def silence_window(backend: FeatureBackend = "mel") -> np.ndarray:
 
 
 def replace_silent_frames(
-    features: np.ndarray, audio: np.ndarray, threshold_db: float, backend: FeatureBackend = "mel", fps: float = FPS
+    features: np.ndarray,
+    audio: np.ndarray,
+    threshold_db: float,
+    backend: FeatureBackend = "mel",
+    fps: float = FPS,
+    hold: int = 0,
 ) -> np.ndarray:
     """The silence rule, one implementation for inference and training: frames of ``features``
     ``(N, 16, F)`` whose ``audio`` (16 kHz mono, frame 0 at sample 0) is below ``threshold_db``
     (:func:`silent_frames`) get :func:`silence_window` instead. Changes ``features`` in place and returns it."""
-    silent = silent_frames(audio, features.shape[0], threshold_db, fps)
+    silent = silent_frames(audio, features.shape[0], threshold_db, fps, hold)
     if silent.any():
         features[silent] = silence_window(backend)
     return features

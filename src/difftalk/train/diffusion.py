@@ -280,6 +280,7 @@ def _fixed_batch(config: DiffTalkConfig, size: int) -> TalkingHeadBatch:
         "reference_min_distance": config.data.reference_min_distance,
         "seed": config.train.seed,
         "silence_db": config.data.silence_db,
+        "silence_hold": config.data.silence_hold,
     }
     try:
         dataset = TalkingHeadDataset(config.data.data_dir, split="test", **kwargs)
@@ -320,6 +321,7 @@ def training_batches(
         seed=seed,
         latent_cache=fingerprint,
         silence_db=config.data.silence_db,
+        silence_hold=config.data.silence_hold,
     )
     if window:
         windows = FrameWindows(dataset, window, seed, with_mfcc=True, where=f"{config.data.data_dir} (train)")

@@ -113,6 +113,7 @@ class LipGANWindowDataset(Dataset[LipGANBatch]):
             reference_min_distance=config.reference_min_distance,
             seed=config.seed,
             silence_db=config.silence_db,
+            silence_hold=config.silence_hold,
         )
         self.clips = self.frames.clips
         where = f"{data_dir} ({split or config.split})"
