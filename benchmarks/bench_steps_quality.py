@@ -1,11 +1,12 @@
 """Quality against sampler and steps on held-out synthetic identities (how much do fewer steps cost?).
 
 Each run (``SAMPLER:STEPS`` or ``SAMPLER:STEPS:CHECKPOINT``, e.g. ``ddim:25``, ``dpmpp:8``,
-``lcm:2:runs/distill/checkpoints/model``) dubs the held-out clips through the real pipeline
-(``difftalk benchmark``) self-driven and cross-driven, from the same seed, and is scored by
-``difftalk evaluate`` (mouth PSNR/SSIM and LMD against ground truth, LSE-C by the given expert, jaw r
-and articulation error, jitter ratio, the audio-dependence control). The first run is the reference:
-every other run's mouths are also compared with it (PSNR/SSIM of the mouth region vs the reference).
+``lcm:2:runs/distill/checkpoints/model``, optionally followed by ``@OPTION=VALUE,...`` of ``GenerateOptions``
+on top of the demo's settings, e.g. ``ddim:5@silence_hold=4``) dubs the held-out clips through the real
+pipeline (``difftalk benchmark``) self-driven and cross-driven, from the same seed, and is scored by
+``difftalk evaluate`` (mouth PSNR/SSIM and LMD against ground truth, LSE-C by the given expert, jaw r and
+articulation error, jitter ratio, the audio-dependence control). The first run is the reference: every other
+run's mouths are also compared with it (PSNR/SSIM of the mouth region vs the reference).
 Runs already scored are reused. Writes benchmarks/results/<name>.{json,md}.
 
     python -m benchmarks.bench_steps_quality --data data/synth128 \\
@@ -16,6 +17,7 @@ Runs already scored are reused. Writes benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_results
+from difftalk.config.fields import parse_overrides
 from difftalk.data.clips import Clip
 from difftalk.data.masks import mouth_box
 from difftalk.diffusion import SAMPLERS
@@ -49,25 +52,36 @@ class RunSpec:
     sampler: str
     steps: int
     checkpoint: str
+    options: tuple[tuple[str, Any], ...] = ()
+    """``GenerateOptions`` fields set on top of :data:`DEMO_SETTINGS`."""
 
     @property
     def label(self) -> str:
-        return f"{self.sampler}:{self.steps}" + ("" if self.checkpoint == "" else f":{Path(self.checkpoint).name}")
+        name = f"{self.sampler}:{self.steps}" + ("" if self.checkpoint == "" else f":{Path(self.checkpoint).name}")
+        return name + ("@" + ",".join(f"{k}={v}" for k, v in self.options) if self.options else "")
 
     @property
     def folder_name(self) -> str:
         tag = "".join(c if c.isalnum() else "_" for c in self.checkpoint.strip("/"))[-40:]
-        return f"{self.sampler}_{self.steps}__{tag}"
+        extra = "".join(f"__{k}_{v}" for k, v in self.options)
+        return f"{self.sampler}_{self.steps}__{tag}{extra}"
 
 
 def parse_run(text: str, default_checkpoint: str) -> RunSpec:
-    """``SAMPLER:STEPS[:CHECKPOINT]`` → :class:`RunSpec`."""
+    """``SAMPLER:STEPS[:CHECKPOINT][@OPTION=VALUE,...]`` → :class:`RunSpec`."""
+    text, _, extra = text.partition("@")
+    options = parse_overrides(extra.split(",")) if extra else {}
+    known = {f.name for f in dataclasses.fields(GenerateOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"run option(s) {', '.join(unknown)}: not GenerateOptions fields")
     parts = text.split(":", 2)
     if len(parts) < 2 or parts[0] not in SAMPLERS or not parts[1].isdigit() or int(parts[1]) < 1:
         raise argparse.ArgumentTypeError(
             f"run {text!r}: write SAMPLER:STEPS[:CHECKPOINT] with SAMPLER one of {', '.join(SAMPLERS)}"
         )
-    return RunSpec(parts[0], int(parts[1]), parts[2] if len(parts) == 3 else default_checkpoint)
+    checkpoint = parts[2] if len(parts) == 3 else default_checkpoint
+    return RunSpec(parts[0], int(parts[1]), checkpoint, tuple(sorted(options.items())))
 
 
 def mouth_crops(video: Path, clip: Clip, frames: int) -> list[np.ndarray]:
@@ -101,7 +115,8 @@ def score_run(
     for mode in ("self", "cross"):
         folder = root / (spec.folder_name + ("" if dtype == "fp32" else f"__{dtype}")) / mode
         if not (folder / "metrics.json").is_file():
-            options = GenerateOptions(num_steps=spec.steps, sampler=spec.sampler, **DEMO_SETTINGS)  # type: ignore[arg-type]
+            settings = {**DEMO_SETTINGS, **dict(spec.options)}
+            options = GenerateOptions(num_steps=spec.steps, sampler=spec.sampler, **settings)
             run_benchmark(data, folder, checkpoint=spec.checkpoint, seconds=seconds, cross_audio=mode == "cross",
                           options=options, device=device, max_clips=max_clips, dtype=DTYPES[dtype])  # fmt: skip
             evaluate_results(folder, data, syncnet, progress=False)

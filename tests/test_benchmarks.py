@@ -191,3 +191,17 @@ def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp
     trained = yaml.safe_load((run / "config.yaml").read_text())
     assert trained["batch_size"] == 2 and trained["learning_rate"] == paper_tables.ABLATION_SCALE["train.learning_rate"]
     assert trained["model"]["image_size"] == 64 and trained["steps"] == 2
+
+
+def test_steps_quality_runs_take_generation_options():
+    """``SAMPLER:STEPS[:CHECKPOINT][@OPTION=VALUE,...]``: the options reach the run's name and folder; typos fail."""
+    import argparse
+
+    from benchmarks.bench_steps_quality import parse_run
+
+    plain, held = parse_run("ddim:5", "ckpt/model"), parse_run("ddim:5:other/model@silence_hold=4", "ckpt/model")
+    assert plain.options == () and plain.checkpoint == "ckpt/model"
+    assert held.options == (("silence_hold", 4),) and held.checkpoint == "other/model"
+    assert held.label == "ddim:5:model@silence_hold=4" and held.folder_name != plain.folder_name
+    with pytest.raises(argparse.ArgumentTypeError, match="silence_hld"):
+        parse_run("ddim:5@silence_hld=4", "ckpt/model")
