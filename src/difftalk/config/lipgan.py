@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from difftalk.config.fields import require, require_at_least
 from difftalk.config.training import FabricConfig, Precision
-from difftalk.constants import FeatureBackend
+from difftalk.constants import SILENCE_HOLD_FRAMES, FeatureBackend
 
 GROUPS = 8
 """GroupNorm groups of the generator: every channel count must be a multiple of this."""
@@ -89,7 +89,7 @@ class LipGANTrainConfig(FabricConfig):
     silence_db: float | None = None
     """As ``data.silence_db`` of ``difftalk train``: silent frames get digital silence's features, as at
     inference; None keeps the stored features."""
-    silence_hold: int = 0
+    silence_hold: int = SILENCE_HOLD_FRAMES
     """As ``data.silence_hold`` of ``difftalk train``."""
     steps: int = 20_000
     """Optimiser steps."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from difftalk.config.fields import require as _require
 from difftalk.config.fields import require_at_least
-from difftalk.constants import FeatureBackend
+from difftalk.constants import SILENCE_HOLD_FRAMES, FeatureBackend
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 Accelerator = Literal["auto", "cpu", "cuda", "mps"]
@@ -51,7 +51,7 @@ class DataConfig:
     """Frames whose audio (RMS over ±20 ms) is below this level get the feature window of digital
     silence, the rule generation applies (``generate --silence-db``, −45 by default), so the model
     sees in training what it is given at inference. None keeps the stored features (official)."""
-    silence_hold: int = 0
+    silence_hold: int = SILENCE_HOLD_FRAMES
     """With ``silence_db``: a frame counts as silent only if the frames within ± this many are too
     (``generate --silence-hold``)."""
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from difftalk.constants import SILENCE_HOLD_FRAMES
 from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.clips import Clip, frame_index, open_clips
 from difftalk.data.masks import apply_mask, mouth_mask
@@ -43,7 +44,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         seed: int = 0,
         latent_cache: str | None = None,
         silence_db: float | None = None,
-        silence_hold: int = 0,
+        silence_hold: int = SILENCE_HOLD_FRAMES,
     ) -> None:
         """Index the clips of ``split``.
 
