@@ -28,6 +28,9 @@ FeatureBackend = Literal["mel", "whisper", "precomputed"]
 SILENCE_DB = -45.0
 """Generation's silence rule: frames whose audio is below this level (dB) get digital silence's features."""
 
+SILENCE_HOLD_MAX = 8
+"""The largest ``silence_hold`` (streaming computes this many frames of audio context on either side)."""
+
 SILENCE_HOLD_FRAMES = 4
 """... and only when every frame within ± this many frames is below it too (``GenerateOptions.silence_hold``):
 4 = the frame's whole 320 ms feature window is a pause. Measured on the shipped model against 0 (every quiet

@@ -7,7 +7,7 @@ from typing import Literal
 
 from difftalk.config.fields import require as _require
 from difftalk.config.fields import require_at_least
-from difftalk.constants import SILENCE_HOLD_FRAMES, FeatureBackend
+from difftalk.constants import SILENCE_HOLD_FRAMES, SILENCE_HOLD_MAX, FeatureBackend
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 Accelerator = Literal["auto", "cpu", "cuda", "mps"]
@@ -58,7 +58,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.reference_min_distance >= 0, "reference_min_distance", "must be >= 0")
         _require(self.num_workers >= 0, "num_workers", "must be >= 0")
-        _require(0 <= self.silence_hold <= 8, "silence_hold", "must be 0-8 frames")
+        _require(0 <= self.silence_hold <= SILENCE_HOLD_MAX, "silence_hold", f"must be 0-{SILENCE_HOLD_MAX} frames")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class TalkingHeadDataset(Dataset[TalkingHeadBatch]):
         self.silence_db = silence_db
         self._silent: list[np.ndarray] = []
         if silence_db is not None:
-            self._silence = silence_window(feature_backend)  # type: ignore[arg-type]
+            self._silence = silence_window(feature_backend)
             self._silent = [clip.silent_frames(silence_db, silence_hold) for clip in self.clips]
         short = [c.name for c in self.clips if c.num_frames <= 2 * reference_min_distance]
         if short:

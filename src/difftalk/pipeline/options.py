@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from difftalk.constants import SILENCE_DB, SILENCE_HOLD_FRAMES
+from difftalk.constants import SILENCE_DB, SILENCE_HOLD_FRAMES, SILENCE_HOLD_MAX
 from difftalk.diffusion import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ class GenerateOptions:
             raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64, got {self.max_side}")
-        if not 0 <= self.silence_hold <= 8:
-            raise ValueError(f"silence_hold must be 0-8 frames, got {self.silence_hold}")
+        if not 0 <= self.silence_hold <= SILENCE_HOLD_MAX:
+            raise ValueError(f"silence_hold must be 0-{SILENCE_HOLD_MAX} frames, got {self.silence_hold}")
 
 
 def check_num_steps(steps: int | None, recommended: int, distilled: bool = False) -> None:

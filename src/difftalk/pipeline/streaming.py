@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from difftalk.constants import SILENCE_HOLD_MAX
 from difftalk.io.audio import SAMPLE_RATE
 from difftalk.pipeline.options import GenerateOptions
 from difftalk.pipeline.source import source_indices
 from difftalk.preprocess.audio_features import compute_features, replace_silent_frames
 
-MARGIN_FRAMES = 8
-"""Audio frames computed on either side of the frames kept, so kept frames match the whole-file features."""
+MARGIN_FRAMES = SILENCE_HOLD_MAX
+"""Audio frames computed on either side of the frames kept, so kept frames match the whole-file features
+(the silence rule's ±hold included)."""
 
 
 class StreamingAudio:

@@ -10,6 +10,8 @@ see ``whisper_features``), ``precomputed`` (AD-NeRF/DeepSpeech ``(N, 16, 29)`` a
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from difftalk.constants import FPS, FeatureBackend
@@ -101,9 +103,13 @@ def silent_frames(
     return quiet
 
 
+@functools.cache
 def silence_window(backend: FeatureBackend = "mel") -> np.ndarray:
-    """``(16, F)`` float16: the feature window of digital silence (what a silent frame is given)."""
-    return compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
+    """``(16, F)`` float16, read-only: the feature window of digital silence (what a silent frame is given).
+    Computed once per backend (streaming asks for it every chunk; Whisper's costs an encoder pass)."""
+    window = compute_features(np.zeros(SAMPLE_RATE, np.float32), 1, backend=backend)[0]
+    window.setflags(write=False)
+    return window
 
 
 def replace_silent_frames(
