@@ -11,7 +11,7 @@ from difftalk.checkpoint import CheckpointError
 from difftalk.config import AudioEncoderConfig, LandmarkEncoderConfig, load_config, replace
 from difftalk.models.audio_encoder import AudioEncoder
 from difftalk.models.autoencoder import Autoencoder
-from difftalk.models.difftalk import DiffTalkModel
+from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
 from difftalk.models.landmark_encoder import LandmarkEncoder
 from difftalk.models.unet import build_unet
 
@@ -290,3 +290,77 @@ def test_smoothing_filter_can_start_at_the_centre_frame(temporal_filter):
         with torch.no_grad():
             centre[init] = float(AudioEncoder(config)(features).weights[:, 8].mean())
     assert centre["uniform"] < 0.2 and centre["centre"] > 0.9, centre
+
+
+@pytest.mark.parametrize("context", ["single_token", "multi_token"])
+def test_null_audio_context_ignores_the_audio_and_keeps_the_landmarks(tiny_config, make_conditions, context):
+    """``drop_audio`` rows get the same context whatever their audio; the other rows are untouched."""
+    torch.manual_seed(0)
+    model = DiffTalkModel(replace(tiny_config.model, {"context": context}))
+    _, conditions = make_conditions(model, 3)
+    other_audio = torch.randn_like(conditions.audio_features)
+    drop = torch.tensor([True, False, True])
+    plain = model.encode_context(conditions.audio_features, conditions.landmarks)
+    dropped = model.encode_context(conditions.audio_features, conditions.landmarks, drop_audio=drop)
+    other = model.encode_context(other_audio, conditions.landmarks, drop_audio=drop)
+    torch.testing.assert_close(dropped[1], plain[1])
+    torch.testing.assert_close(dropped[[0, 2]], other[[0, 2]])
+    assert not torch.allclose(dropped[0], plain[0])
+    assert not torch.allclose(other[1], plain[1])  # (the audio does change a kept row)
+    moved = model.encode_context(other_audio, conditions.landmarks.flip(1), drop_audio=drop)
+    assert not torch.allclose(moved[0], other[0])  # the landmarks still count in a null-audio row
+
+
+def test_audio_guidance_combines_the_audio_and_null_audio_predictions(tiny_config, make_conditions):
+    """s = 1 is the plain denoiser, s = 0 the null-audio prediction, and any s the line ε̂_∅ + s (ε̂_a − ε̂_∅)
+    through them, computed in one batch."""
+    torch.manual_seed(0)
+    model = DiffTalkModel(replace(tiny_config.model, {"unet.zero_init": False, "context": "multi_token"})).eval()
+    _, conditions = make_conditions(model, 2)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([40, 600])
+    with torch.no_grad():
+        with_audio = model.predict_noise(x, t, conditions)
+        null = model.encode_context(
+            conditions.audio_features, conditions.landmarks, drop_audio=torch.ones(2, dtype=torch.bool)
+        )
+        without = model.predict_noise(x, t, conditions, context=null)
+        assert not torch.allclose(with_audio, without, atol=1e-4)
+        torch.testing.assert_close(model.make_denoiser(conditions)(x, t), with_audio)
+        torch.testing.assert_close(model.make_denoiser(conditions, audio_guidance=1.0)(x, t), with_audio)
+        torch.testing.assert_close(
+            model.make_denoiser(conditions, audio_guidance=0.0)(x, t), without, atol=1e-5, rtol=1e-4
+        )
+        guided = model.make_denoiser(conditions, audio_guidance=2.5)(x, t)
+        torch.testing.assert_close(guided, without + 2.5 * (with_audio - without), atol=1e-5, rtol=1e-4)
+        scalar_t = model.make_denoiser(conditions, audio_guidance=2.5)(x, torch.tensor(600))
+        torch.testing.assert_close(scalar_t[1], guided[1], atol=1e-5, rtol=1e-4)
+
+
+def test_audio_dropout_in_the_loss_is_seeded_and_off_by_default(tiny_config, make_conditions):
+    """p = 0 sees the audio (the loss changes with it); p ≈ 1 makes the loss blind to the audio;
+    a given generator seed gives the same drops."""
+    torch.manual_seed(0)
+    model = DiffTalkModel(replace(tiny_config.model, {"unet.zero_init": False}))
+    frames, conditions = make_conditions(model, 4)
+    t = torch.tensor([100, 300, 500, 700])
+
+    def loss(audio: torch.Tensor, dropout: float) -> torch.Tensor:
+        shown = DiffTalkConditions(
+            audio_features=audio,
+            landmarks=conditions.landmarks,
+            reference_latents=conditions.reference_latents,
+            masked_latents=conditions.masked_latents,
+        )
+        return model.training_loss(
+            conditions=shown,
+            target_frames=frames,
+            generator=torch.Generator().manual_seed(3),
+            timesteps=t,
+            audio_dropout=dropout,
+        ).loss
+
+    audio, other = conditions.audio_features, torch.randn_like(conditions.audio_features)
+    with torch.no_grad():
+        assert not torch.allclose(loss(audio, 0.0), loss(other, 0.0))
+        torch.testing.assert_close(loss(audio, 0.999), loss(other, 0.999))
+        assert torch.equal(loss(audio, 0.5), loss(audio, 0.5))

@@ -557,3 +557,39 @@ def test_checkpoints_load_by_hub_repo_id_from_the_offline_cache(checkpoint, tmp_
     assert "HF_HUB_OFFLINE" in str(error.value) and "weights.safetensors" in str(error.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DiffTalkModel.from_pretrained(tmp_path / "runs" / "missing" / "model")
+
+
+def test_audio_guidance_changes_the_mouth_and_warns_on_a_model_without_null_audio(checkpoint, media, tmp_path, caplog):
+    """Guidance s ≠ 1 changes the generated frames; the checkpoint's recorded ``audio_dropout`` and
+    ``audio_guidance`` are read, and guiding a model that never saw the null audio warns once."""
+    from difftalk.pipeline.base import prepare_driving_audio
+
+    def frames(pipe: DiffTalkPipeline, guidance: float | None) -> np.ndarray:
+        options = GenerateOptions(audio_guidance=guidance, progressive_reference=False, noise="shared", **FAST)
+        pipe.set_source(media / "photo.png", options)
+        speech = np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+        driving = prepare_driving_audio(speech, pipe.track(), pipe.feature_backend, options)
+        return np.stack([frame for frame, _ in pipe.iter_frames(driving, options)]).astype(np.float32)
+
+    plain = DiffTalkPipeline.from_pretrained(checkpoint)
+    assert plain.audio_dropout == 0.0 and plain.audio_guidance == 1.0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        base, guided = frames(plain, None), frames(plain, 3.0)
+        frames(plain, 3.0)
+    assert caplog.text.count("not trained with train.audio_dropout") == 1, caplog.text
+    assert np.abs(guided - base).max() > 1
+
+    model = DiffTalkModel.from_pretrained(checkpoint)
+    model.save_pretrained(
+        tmp_path / "guided", feature_backend="mel", sampler_steps=3, audio_dropout=0.2, audio_guidance=3.0
+    )
+    recorded = DiffTalkPipeline.from_pretrained(tmp_path / "guided")
+    assert recorded.audio_dropout == 0.2 and recorded.audio_guidance == 3.0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(frames(recorded, None), guided)  # None = the checkpoint's 3.0
+        np.testing.assert_array_equal(frames(recorded, 1.0), base)
+    assert "audio_dropout" not in caplog.text
+    with pytest.raises(ValueError, match="audio_guidance"):
+        GenerateOptions(audio_guidance=-1.0)

@@ -214,6 +214,7 @@ def test_recipe_options_train_and_log_the_loss_by_t_range_and_mask(prepared_data
         "model.masked_target": "latent",
         "model.audio_encoder.filter_init": "centre",
         "model.context": "multi_token",
+        "train.audio_dropout": 0.25,
     }
     config = _config(prepared_dataset, run_dir, **{"train.steps": 6, "train.log_every": 3, **recipe})
     result = train_diffusion(config, progress=False)
@@ -228,3 +229,5 @@ def test_recipe_options_train_and_log_the_loss_by_t_range_and_mask(prepared_data
     model = DiffTalkModel.from_pretrained(result.model_dir)
     assert model.config.masked_target == "latent" and model.config.audio_encoder.filter_init == "centre"
     assert model.audio_encoder.temporal_filter.frame_bias is not None
+    meta = json.loads((result.model_dir / "config.json").read_text())
+    assert meta["extra"]["audio_dropout"] == 0.25  # the pipeline reads it before guiding the audio

@@ -35,6 +35,7 @@ def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
     return GenerateOptions(
         num_steps=args.steps,
         sampler=args.sampler,
+        audio_guidance=args.audio_guidance,
         progressive_reference=not args.no_progressive_reference,
         reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
@@ -115,6 +116,18 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_guidance_argument(parser: argparse.ArgumentParser) -> None:
+    """``--audio-guidance S`` (``GenerateOptions.audio_guidance``)."""
+    parser.add_argument(
+        "--audio-guidance",
+        type=float,
+        default=None,
+        metavar="S",
+        help="classifier-free guidance on the audio (> 1: stronger lip movement, twice the UNet work; needs a "
+        "model trained with train.audio_dropout; default: the checkpoint's, 1 = off)",
+    )
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """The sampling flags ``generate`` and ``benchmark`` share (read back by :func:`generation_options`)."""
     parser.add_argument(
@@ -146,6 +159,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--noise", choices=["independent", "shared"], default="independent", help=NOISE_HELP)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise")
+    add_guidance_argument(parser)
     parser.add_argument(
         "--silence-db",
         type=float,

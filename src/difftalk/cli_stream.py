@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from difftalk.cli_generate import add_guidance_argument
 from difftalk.cli_options import (
     NOISE_HELP,
     add_command,
@@ -35,6 +36,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     options = GenerateOptions(
         num_steps=args.steps,
         sampler=args.sampler,
+        audio_guidance=args.audio_guidance,
         lanes=args.lanes,
         noise=args.noise,
         progressive_reference=not args.no_progressive_reference,
@@ -81,6 +83,7 @@ def add_stream_command(sub: Any) -> argparse.ArgumentParser:
     stream.add_argument("--checkpoint", help="model folder or hub repo id (default: the shipped demo model)")
     stream.add_argument("--steps", type=positive_int, help="sampling steps (default: the checkpoint's)")
     stream.add_argument("--sampler", choices=SAMPLERS, help="update rule (default: the checkpoint's)")
+    add_guidance_argument(stream)
     stream.add_argument("--lanes", type=positive_int, default=1, help="frames per batch (1 = lowest latency)")
     stream.add_argument("--noise", choices=["independent", "shared"], default="shared", help=NOISE_HELP)
     stream.add_argument("--no-progressive-reference", action="store_true", help="always use the fixed reference")

@@ -108,6 +108,10 @@ class TrainConfig(FabricConfig):
     inference never generates them (they are re-noised from the known frame). 1 = uniform (paper)."""
     mask_loss_dilate: int = 1
     """Latent cells by which the mouth mask is grown for ``mask_loss_outside`` (the blend seam)."""
+    audio_dropout: float = 0.0
+    """Probability that a training sample sees the null audio (the audio encoder's output zeroed) instead of
+    its own, so the model also learns the audio-free prediction that audio guidance (``generate
+    --audio-guidance``, classifier-free guidance on the audio) pushes away from. 0 = off (paper)."""
     init_from: str = ""
     """A ``difftalk train`` checkpoint folder (``checkpoints/model``, or a hub repo id) that starts a NEW run:
     its weights (autoencoder included), latent scale and ``model`` section replace the config's — fine-tuning.
@@ -149,6 +153,7 @@ class TrainConfig(FabricConfig):
         _require(self.min_snr_gamma >= 0, "min_snr_gamma", "must be >= 0 (0 = off)")
         _require(0.0 <= self.mask_loss_outside <= 1.0, "mask_loss_outside", "must be in [0, 1] (1 = uniform)")
         _require(self.mask_loss_dilate >= 0, "mask_loss_dilate", "must be >= 0")
+        _require(0.0 <= self.audio_dropout < 1.0, "audio_dropout", "must be in [0, 1) (0 = off)")
 
 
 @dataclass(frozen=True)

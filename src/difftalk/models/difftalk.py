@@ -162,17 +162,29 @@ class DiffTalkModel(nn.Module):
     # Conditioning and denoising
     # ---------------------------------------------------------------------------------------------
 
-    def encode_context(self, audio_features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """Cross-attention context ``(B, N, context_dim)``: N = 1 (single token) or T + 1 (multi token)."""
+    def encode_context(
+        self, audio_features: torch.Tensor, landmarks: torch.Tensor, drop_audio: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-attention context ``(B, N, context_dim)``: N = 1 (single token) or T + 1 (multi token).
+
+        ``drop_audio``: optional ``(B,)`` bool; where True the sample gets the null audio — the audio
+        encoder's output (vector and tokens) zeroed, the rest of the context unchanged — as seen in training
+        with ``train.audio_dropout`` and used by audio guidance.
+        """
         audio = self.audio_encoder(audio_features)
+        audio_vector, audio_frames = audio.vector, audio.tokens
+        if drop_audio is not None:
+            keep = (~drop_audio.to(device=audio_vector.device, dtype=torch.bool)).to(audio_vector.dtype)
+            audio_vector = audio_vector * keep[:, None]  # (a product keeps E_A in the graph for DDP)
+            audio_frames = audio_frames * keep[:, None, None]
         landmark_vector = self.landmark_encoder(landmarks)
         if not self.config.use_landmarks:
             landmark_vector = landmark_vector * 0  # keeps E_L in the graph (DDP needs every parameter used)
         if self.config.context == "single_token":
-            return torch.cat([audio.vector, landmark_vector], dim=-1).unsqueeze(1)
+            return torch.cat([audio_vector, landmark_vector], dim=-1).unsqueeze(1)
         assert self.context_audio is not None and self.context_landmarks is not None
         assert self.context_types is not None
-        audio_tokens = self.context_audio(audio.tokens) + self.context_types[0]
+        audio_tokens = self.context_audio(audio_frames) + self.context_types[0]
         landmark_token = self.context_landmarks(landmark_vector).unsqueeze(1) + self.context_types[1]
         return torch.cat([audio_tokens, landmark_token], dim=1)
 
@@ -220,14 +232,42 @@ class DiffTalkModel(nn.Module):
             raise ValueError("model.masked_target='pixel' encodes the masked frame: pass masked_frames")
         return self.encode_frames(masked_frames)
 
-    def make_denoiser(self, conditions: DiffTalkConditions) -> DenoiseFn:
-        """The closure ``denoise(latents, timesteps) -> ε̂`` with the context encoded once."""
+    def make_denoiser(self, conditions: DiffTalkConditions, audio_guidance: float = 1.0) -> DenoiseFn:
+        """The closure ``denoise(latents, timesteps) -> ε̂`` with the context encoded once.
+
+        ``audio_guidance`` s ≠ 1: classifier-free guidance on the audio, ε̂ = ε̂_∅ + s (ε̂_a − ε̂_∅), where ε̂_∅
+        sees the null audio (see :meth:`encode_context`) and everything else unchanged; both run as one
+        batch of 2B (twice the UNet work). Only meaningful for a model trained with ``train.audio_dropout``.
+        """
         context = self.encode_context(conditions.audio_features, conditions.landmarks)
+        if audio_guidance == 1.0:
 
-        def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-            return self.predict_noise(latents, timesteps, conditions, context=context)
+            def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+                return self.predict_noise(latents, timesteps, conditions, context=context)
 
-        return denoise
+            return denoise
+
+        batch = context.shape[0]
+        null = self.encode_context(
+            conditions.audio_features,
+            conditions.landmarks,
+            drop_audio=torch.ones(batch, dtype=torch.bool, device=context.device),
+        )
+        both_context = torch.cat([context, null])
+        both = DiffTalkConditions(
+            audio_features=conditions.audio_features,  # (unused: the context is given)
+            landmarks=conditions.landmarks,
+            reference_latents=torch.cat([conditions.reference_latents] * 2),
+            masked_latents=torch.cat([conditions.masked_latents] * 2),
+        )
+
+        def guided(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            steps = timesteps.expand(latents.shape[0]) if timesteps.dim() == 0 else timesteps
+            noise = self.predict_noise(torch.cat([latents] * 2), torch.cat([steps] * 2), both, context=both_context)
+            with_audio, without = noise.chunk(2)
+            return without + audio_guidance * (with_audio - without)
+
+        return guided
 
     def training_loss(
         self,
@@ -240,6 +280,7 @@ class DiffTalkModel(nn.Module):
         latent_mouth_mask: torch.Tensor | None = None,
         weighting: LossWeighting | None = None,
         predict_clean: bool = False,
+        audio_dropout: float = 0.0,
     ) -> TrainingLossOutput:
         """ε-prediction MSE (paper Eq. 3) for one batch, optionally weighted over t and space.
 
@@ -254,6 +295,7 @@ class DiffTalkModel(nn.Module):
                 inside/outside losses in the output.
             weighting: see :class:`LossWeighting`; None = the paper's uniform ε-MSE.
             predict_clean: also return x̂₀ (for a loss on the predicted clean latents, e.g. the sync loss).
+            audio_dropout: probability that a sample sees the null audio (drawn with ``generator``; 0 = never).
         """
         if (target_frames is None) == (target_latents is None):
             raise ValueError("pass exactly one of target_frames and target_latents")
@@ -268,7 +310,12 @@ class DiffTalkModel(nn.Module):
         timesteps = timesteps.to(clean.device)
         noise = randn(tuple(clean.shape), generator, clean.device, clean.dtype)
         noisy = add_noise(clean, noise, timesteps, self.alphas_cumprod)
-        noise_pred = self.predict_noise(noisy, timesteps, conditions)
+        context = None
+        if audio_dropout > 0:
+            gen_device = generator.device if generator is not None else clean.device
+            drop = torch.rand(batch, generator=generator, device=gen_device) < audio_dropout
+            context = self.encode_context(conditions.audio_features, conditions.landmarks, drop_audio=drop)
+        noise_pred = self.predict_noise(noisy, timesteps, conditions, context=context)
         error = (noise_pred.float() - noise.float()).square()  # (B, C, h, w)
         weighting = weighting or LossWeighting()
         spatial = torch.ones_like(error[:, :1])

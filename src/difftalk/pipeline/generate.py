@@ -133,6 +133,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         default_sampler: str = "ddim",
         distilled: bool = False,
         sampler_settings: dict[str, Any] | None = None,
+        audio_dropout: float = 0.0,
+        audio_guidance: float = 1.0,
     ) -> None:
         super().__init__(feature_backend, model.config.audio_encoder.feature_dim, model_name, device, dtype)
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -142,7 +144,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """A ``difftalk distill`` student (few-step sampling is what it was trained for)."""
         self.sampler_settings = dict(sampler_settings or {})
         """Scheduler constructor settings the checkpoint records (a student: ``original_inference_steps``)."""
+        self.audio_dropout = audio_dropout
+        """The share of null-audio samples the model was trained with (0: audio guidance has nothing to use)."""
+        self.audio_guidance = audio_guidance
+        """The checkpoint's recommended audio guidance (``GenerateOptions.audio_guidance`` None takes it)."""
         self._checked: set[tuple[int | None, str]] = set()
+        self._warned_guidance = False
         self.source_cache = SourceCache()
         """What the current source's frames give without the audio (see :class:`SourceCache`)."""
 
@@ -167,6 +174,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             default_sampler=str(extra.get("sampler", "ddim")),
             distilled=bool(extra.get("distilled", False)),
             sampler_settings=dict(extra.get("sampler_settings", {})),
+            audio_dropout=float(extra.get("audio_dropout", 0.0)),
+            audio_guidance=float(extra.get("audio_guidance", 1.0)),
         )
 
     def optimize(self, channels_last: bool = True, compile_unet: bool = False) -> DiffTalkPipeline:
@@ -179,6 +188,21 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         if compile_unet:
             self.model.unet = torch.compile(self.model.unet, dynamic=False)
         return self
+
+    def audio_guidance_of(self, options: GenerateOptions) -> float:
+        """The audio guidance a run uses: ``options.audio_guidance``, else the checkpoint's; warns (once) when a
+        model that never saw the null audio in training is guided."""
+        scale = self.audio_guidance if options.audio_guidance is None else options.audio_guidance
+        if scale != 1.0 and self.audio_dropout <= 0 and not self._warned_guidance:
+            self._warned_guidance = True
+            logger.warning(
+                "audio guidance %.2f on %s, which was not trained with train.audio_dropout: its null-audio "
+                "prediction is untrained and the result is unreliable; fine-tune it with "
+                "--set train.audio_dropout=0.2 or use --audio-guidance 1",
+                scale,
+                self.model_name,
+            )
+        return scale
 
     def sampler_of(self, options: GenerateOptions) -> str:
         """The sampler a run uses: ``options.sampler``, else the checkpoint's."""
@@ -278,7 +302,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             generator = torch.Generator().manual_seed(options.seed)
         noise = randn((1, *known.shape[1:]) if shared else tuple(known.shape), generator, device, dtype)
         latents = sample_masked(
-            model.make_denoiser(conditions),
+            model.make_denoiser(conditions, audio_guidance=self.audio_guidance_of(options)),
             noise.expand_as(known),
             scheduler=self.make_scheduler(options),
             num_steps=steps,

@@ -28,6 +28,10 @@ class GenerateOptions:
     model trained by ``difftalk train``)."""
     eta: float = 0.0
     """DDIM η (the other samplers ignore it)."""
+    audio_guidance: float | None = None
+    """Classifier-free guidance on the audio, ε̂ = ε̂_∅ + s (ε̂_a − ε̂_∅) (twice the UNet work when ≠ 1): > 1
+    makes the mouth follow the audio more strongly. Needs a model trained with ``train.audio_dropout``;
+    None = the checkpoint's recommended value (1 = off for a model that records none)."""
     progressive_reference: bool = True
     """Use each generated frame as the reference of the next one (paper §3.3); off = the fixed reference."""
     reference_update: Literal["composite", "latent"] = "composite"
@@ -86,6 +90,8 @@ class GenerateOptions:
     def __post_init__(self) -> None:
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if self.audio_guidance is not None and not 0.0 <= self.audio_guidance <= 20.0:
+            raise ValueError(f"audio_guidance must be in [0, 20] (1 = off), got {self.audio_guidance}")
         if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
         if self.lanes < 1 or self.chunk < 1:

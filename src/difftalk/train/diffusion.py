@@ -335,12 +335,14 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
     train = config.train
     init, init_sha256 = None, None
     sampler_steps = config.sampler.num_steps
+    audio_dropout = train.audio_dropout  # recorded in the export: audio guidance needs a model that saw null audio
     if train.init_from:
         init, init_sha256 = open_checkpoint_model(train.init_from, config.data.feature_backend, "train.init_from")
         config = replace(config, model=init.config)
         start_meta = read_checkpoint_meta(resolve_checkpoint_dir(train.init_from), DiffTalkModel.KIND)
         # the start's recommended step count was measured for it (the shipped model: 5); a fine-tune keeps it
         sampler_steps = int(start_meta.get("extra", {}).get("sampler_steps", sampler_steps))
+        audio_dropout = audio_dropout or float(start_meta.get("extra", {}).get("audio_dropout", 0.0))
     fabric, run = open_run(train)
     rank, world = fabric.global_rank, fabric.world_size
     torch.manual_seed(train.seed)  # the same initial weights on every rank
@@ -429,6 +431,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             latent_mouth_mask=mask,
             weighting=weighting,
             predict_clean=expert is not None,
+            audio_dropout=train.audio_dropout,
         )
         by_range.add(output.timesteps, output.mse_inside, output.mse_outside)
         loss, metrics = output.loss, dict[str, torch.Tensor | float]()
@@ -458,6 +461,7 @@ def train_diffusion(config: DiffTalkConfig, resume: bool = True, progress: bool 
             step=step,
             feature_backend=config.data.feature_backend,
             sampler_steps=sampler_steps,
+            audio_dropout=audio_dropout,
         )
 
     result = fit(
