@@ -32,14 +32,15 @@ def _lcm_scheduler(model: DiffTalkModel, original_inference_steps: int):
     )
 
 
-def _save_teacher(directory: Path, seed: int) -> Path:
-    """A tiny random teacher whose UNet output is not zero (zero_init would make ε̂ ≡ 0)."""
+def _save_teacher(directory: Path, seed: int, zero_init: bool = True, **extra: object) -> Path:
+    """A tiny random teacher whose UNet output is not zero (zero_init would make ε̂ ≡ 0); ``zero_init=False``:
+    every block random, so ε̂ also depends on the context (the audio)."""
     torch.manual_seed(seed)
-    model = DiffTalkModel(load_config("tiny").model)
+    model = DiffTalkModel(replace(load_config("tiny").model, {"unet.zero_init": zero_init}))
     with torch.no_grad():
         for parameter in model.unet.conv_out.parameters():
             parameter.normal_(0, 0.02)
-    model.save_pretrained(directory, feature_backend="mel", sampler_steps=10)
+    model.save_pretrained(directory, feature_backend="mel", sampler_steps=10, **extra)
     return directory
 
 
@@ -104,7 +105,7 @@ def test_distillation_trains_the_student_and_records_its_teacher(prepared_datase
     assert torch.isfinite(torch.tensor(result.last_loss)) and result.last_loss > 0
     assert weights_sha256(teacher) == before == result.teacher_sha256  # the teacher is read, never written
     meta = json.loads((result.model_dir / CONFIG_NAME).read_text())["extra"]
-    assert meta["teacher"] == {"sha256": weights_sha256(teacher), "path": str(teacher)}
+    assert meta["teacher"] == {"sha256": weights_sha256(teacher), "path": str(teacher), "audio_guidance": 1.0}
     assert meta["sampler"] == "lcm" and meta["sampler_steps"] == 4 and meta["distilled"] is True
     assert meta["sampler_settings"] == {"original_inference_steps": 50} and meta["feature_backend"] == "mel"
     rows = (run_dir / "metrics.csv").read_text().splitlines()
@@ -131,6 +132,30 @@ def test_resume_after_2_steps_ends_where_4_uninterrupted_steps_do(prepared_datas
     assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])
+
+
+@pytest.mark.slow
+def test_the_student_learns_the_teachers_audio_guided_ode(prepared_dataset, tmp_path):
+    """A teacher that records audio guidance 3 (and its audio dropout) is distilled guided: same seed and
+    data, the student differs from the unguided distillation's, and records the guidance it learnt."""
+    guided = _save_teacher(tmp_path / "teacher", seed=0, zero_init=False, audio_dropout=0.2, audio_guidance=3.0)
+    students = {}
+    for scale in (None, 1.0):
+        config = _config(prepared_dataset, tmp_path / f"run_{scale}", guided, **{"distill.steps": 2})
+        result = train_distill(replace(config, {"distill.teacher_audio_guidance": scale}), progress=False)
+        meta = json.loads((result.model_dir / CONFIG_NAME).read_text())["extra"]
+        assert meta["teacher"]["audio_guidance"] == (3.0 if scale is None else 1.0)
+        assert "audio_guidance" not in meta  # the student itself is sampled unguided
+        students[scale] = DiffTalkModel.from_pretrained(result.model_dir).unet.conv_out.weight
+    assert not torch.equal(students[None], students[1.0])
+
+
+def test_guiding_a_teacher_without_null_audio_is_refused(tmp_path):
+    teacher = _save_teacher(tmp_path / "teacher", seed=0)
+    config = _config(tmp_path / "no-data", tmp_path / "run", teacher, **{"distill.teacher_audio_guidance": 2.0})
+    with pytest.raises(ValueError, match=r"teacher_audio_guidance 2.*train.audio_dropout"):
+        train_distill(config, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

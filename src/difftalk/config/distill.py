@@ -23,6 +23,10 @@ class DistillConfig(FabricConfig):
 
     teacher: str = ""
     """The teacher's checkpoint folder (``difftalk train``'s ``checkpoints/model``; ``--teacher``)."""
+    teacher_audio_guidance: float | None = None
+    """Audio guidance of the teacher's ODE the student learns (its CFG on the audio baked into the student,
+    which then needs one UNet pass per step instead of two); None = the teacher checkpoint's recorded value
+    (1 = unguided). ≠ 1 needs a teacher trained with ``train.audio_dropout``."""
     steps: int = 2000
     """Optimiser steps."""
     batch_size: int = 8
@@ -75,6 +79,11 @@ class DistillConfig(FabricConfig):
         require_at_least(self, ("checkpoint_every",), 1)
         require_at_least(self, ("warmup_steps", "mask_loss_dilate", "sample_every", "weight_decay", "grad_clip"), 0)
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        require(
+            self.teacher_audio_guidance is None or 0.0 <= self.teacher_audio_guidance <= 20.0,
+            "teacher_audio_guidance",
+            f"must be in [0, 20] (1 = unguided), got {self.teacher_audio_guidance}",
+        )
         require(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         require(self.huber_c > 0, "huber_c", f"must be > 0, got {self.huber_c}")
         require(

@@ -10,7 +10,9 @@ it in 1, 2 or 4 steps. Notation (LCM §4.2, Alg. 1), with T training timesteps a
 * x_{t_{n+k}} = sqrt(ᾱ) x_0 + sqrt(1 − ᾱ) ε from the clean target latents x_0 (exactly as ``difftalk train``
   gets them, with the same conditions);
 * the frozen teacher takes one DDIM step (ODE, η = 0) with its ε̂: x̂_0 = (x_{t_{n+k}} − sqrt(1 − ᾱ_{t_{n+k}}) ε̂)
-  / sqrt(ᾱ_{t_{n+k}}), x̂_{t_n} = sqrt(ᾱ_{t_n}) x̂_0 + sqrt(1 − ᾱ_{t_n}) ε̂ (no guidance: DiffTalk has none);
+  / sqrt(ᾱ_{t_{n+k}}), x̂_{t_n} = sqrt(ᾱ_{t_n}) x̂_0 + sqrt(1 − ᾱ_{t_n}) ε̂, where ε̂ is the teacher's audio-guided
+  prediction when ``teacher_audio_guidance`` ≠ 1 (a fixed scale, LCM's guided distillation without the
+  w-embedding; the paper's DiffTalk has no guidance);
 * outside the mouth mask the latents are known, as in masked inference: x̂_{t_n} there is the known latent
   noised to t_n with the *same* ε that made x_{t_{n+k}} (a deterministic choice: inference re-noises with
   fresh noise, but the network only ever sees known noised latents outside the mask either way);
@@ -37,6 +39,7 @@ from typing import Any
 
 import torch
 
+from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
 from difftalk.config import DiffTalkConfig, DistillConfig
 from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.transforms import to_uint8
@@ -187,17 +190,27 @@ class DistillResult:
     teacher_sha256: str
 
 
-def _open_teacher(config: DiffTalkConfig) -> tuple[DiffTalkModel, str]:
-    """The frozen teacher and the SHA-256 of its weights file.
+def _open_teacher(config: DiffTalkConfig) -> tuple[DiffTalkModel, str, float]:
+    """The frozen teacher, the SHA-256 of its weights file and the audio guidance of its ODE.
 
     Raises:
-        ValueError: no teacher given, or its audio features differ from ``data.feature_backend``.
+        ValueError: no teacher given, its audio features differ from ``data.feature_backend``, or audio
+            guidance is asked of a teacher that never saw the null audio.
     """
     source = config.distill.teacher
     if not source:
         raise ValueError("distill.teacher is empty: pass --teacher DIR (a `difftalk train` checkpoints/model folder)")
     teacher, sha256 = open_checkpoint_model(source, config.data.feature_backend, "the teacher")
-    return teacher.requires_grad_(False).eval(), sha256
+    extra = read_checkpoint_meta(resolve_checkpoint_dir(source), DiffTalkModel.KIND).get("extra", {})
+    guidance = config.distill.teacher_audio_guidance
+    guidance = float(extra.get("audio_guidance", 1.0)) if guidance is None else guidance
+    if guidance != 1.0 and float(extra.get("audio_dropout", 0.0)) <= 0:
+        raise ValueError(
+            f"distill.teacher_audio_guidance {guidance:g}: the teacher {source} was not trained with "
+            "train.audio_dropout, so it has no null-audio prediction to guide with; set "
+            "distill.teacher_audio_guidance=1 or fine-tune the teacher with --set train.audio_dropout=0.2"
+        )
+    return teacher.requires_grad_(False).eval(), sha256, guidance
 
 
 def _check_teacher(resumed: Mapping[str, Any], sha256: str, config: DistillConfig, state_path: Path) -> None:
@@ -226,7 +239,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         ValueError: no teacher, a feature backend other than the teacher's, or a resumed run of another teacher.
         FloatingPointError: the loss is not finite.
     """
-    teacher, teacher_sha256 = _open_teacher(config)
+    teacher, teacher_sha256, guidance = _open_teacher(config)
     config = replace(config, model=teacher.config)
     settings = config.distill
     fabric, run = open_run(settings)
@@ -282,7 +295,8 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         conditions = _conditions(student, batch, clean, mask)
         ema.copy_to(target)
         with torch.no_grad():
-            teacher_fn, target_fn = teacher.make_denoiser(conditions), target.make_denoiser(conditions)
+            teacher_fn = teacher.make_denoiser(conditions, audio_guidance=guidance)
+            target_fn = target.make_denoiser(conditions)
         with fabric.autocast():
             output = consistency_loss(
                 lambda latents, timesteps: fabric_student.predict_noise(latents, timesteps, conditions),
@@ -310,7 +324,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
             sampler_steps=settings.sampler_steps,
             sampler_settings={"original_inference_steps": settings.original_inference_steps},
             distilled=True,
-            teacher={"sha256": teacher_sha256, "path": settings.teacher},
+            teacher={"sha256": teacher_sha256, "path": settings.teacher, "audio_guidance": guidance},
         )
 
     result = fit(
