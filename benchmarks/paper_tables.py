@@ -8,6 +8,7 @@
     python -m benchmarks.paper_tables --table noise         # DDIM noise per frame vs shared by the video
     python -m benchmarks.paper_tables --table recipe --seeds 0,1   # the training-recipe levers (issue 12)
     python -m benchmarks.paper_tables --table inference     # reference and noise choices on the recipe model
+    python -m benchmarks.paper_tables --table guidance --seeds 0,1 --lipgan-syncnet OTHER_EXPERT  # audio CFG vs GAN
     python -m benchmarks.paper_tables --table all
 
 Every variant is trained with the same recipe and budget at "ablation scale" (the ``synth_128``
@@ -92,6 +93,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "model.context": "multi_token",
     },
 }
+VARIANTS["recipe_dropout"] = {**VARIANTS["recipe"], "train.audio_dropout": 0.2}  # for audio guidance
+
+FIXED_REFERENCE = {"progressive_reference": False}
 
 LATENT_CHAIN = {"reference_update": "latent"}
 """Progressive reference passing on the generated latent itself (``GenerateOptions.reference_update``)."""
@@ -144,6 +148,13 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("smoothing starts at the centre frame", "centre_filter", LATENT_CHAIN),
         ("multi-token context", "multi_token", LATENT_CHAIN),
         ("all five levers", "recipe", LATENT_CHAIN),
+    ],
+    "guidance": [
+        # classifier-free guidance on the audio (issue 12), fixed reference (the recipe model's best, §8)
+        ("recipe + audio dropout 0.2, no guidance", "recipe_dropout", FIXED_REFERENCE),
+        ("recipe + audio dropout 0.2, audio guidance 2", "recipe_dropout", {**FIXED_REFERENCE, "audio_guidance": 2.0}),
+        ("recipe + audio dropout 0.2, audio guidance 3", "recipe_dropout", {**FIXED_REFERENCE, "audio_guidance": 3.0}),
+        ("Wav2Lip-style GAN (same data, same steps)", "lipgan", {}),
     ],
 }
 
@@ -221,18 +232,33 @@ def ensure_model(
     return model_dir
 
 
+def lipgan_name(loss_expert: Path | None) -> str:
+    """``lipgan`` for the GAN trained against the scoring expert (Table 3), ``lipgan_<hash>`` for one trained
+    against another expert (``--lipgan-syncnet``), whose LSE is then not scored by its own loss."""
+    if loss_expert is None:
+        return "lipgan"
+    return "lipgan_" + hashlib.sha256(str(loss_expert).encode()).hexdigest()[:8]
+
+
 def ensure_lipgan(
-    data: str, root: Path, steps: int, syncnet: Path, config: str = "synth_128", overrides: dict[str, Any] | None = None
+    data: str,
+    root: Path,
+    steps: int,
+    syncnet: Path,
+    config: str = "synth_128",
+    overrides: dict[str, Any] | None = None,
+    name: str = "lipgan",
 ) -> Path:
     """Train (or resume) the Wav2Lip-style GAN on the variants' data, steps, frames per step and learning rate.
 
     A GAN sample is a window of 5 frames, so ``batch_size`` windows = the diffusion recipe's batch / 5
     (synth_128: 3 windows = 15 frames against 16); the learning rate is the recipe's (ablation scale:
     3e-4; Wav2Lip's own 1e-4 is tuned for ~10^5 steps). The generator sees crops of the dataset's size.
+    ``syncnet`` is the expert of its sync loss; ``name`` its run folder's (see :func:`lipgan_name`).
     """
     overrides = overrides or {}
     recipe = replace(load_config(config), {**ABLATION_SCALE, **overrides}).train
-    run_dir = recipe_run_dir(root, "lipgan", config, overrides)
+    run_dir = recipe_run_dir(root, name, config, overrides)
     frames = LipGANTrainConfig().frames_per_sample
     trained = LipGANTrainConfig(
         model=LipGANConfig(image_size=int(load_manifest(data)["crop_size"])),
@@ -254,6 +280,8 @@ def score(name: str, variant: str, model: Path | None, options: dict[str, Any], 
     row: dict[str, Any] = {"row": name, "variant": variant, "options": options, "seed": seed}
     method = variant if variant in ("source", "static", "lipgan") else "difftalk"
     name_part = "main" if variant == "full" and args.full_model else seeded(variant.replace("+", "p"), seed)
+    if variant == "lipgan":
+        name_part = lipgan_name(args.lipgan_syncnet)
     trained_here = name_part != "main" and variant not in ("source", "static")
     recipe = recipe_tag(args.config, args.overrides)
     # a longer run, or one of another recipe, never reuses results
@@ -342,6 +370,12 @@ def main() -> None:
         "--set", action="append", metavar="KEY=VALUE", help="override a training field of every variant (last)"
     )
     parser.add_argument("--syncnet", type=Path, help="an existing sync expert (default: train one under --root)")
+    parser.add_argument(
+        "--lipgan-syncnet",
+        type=Path,
+        help="the expert of the GAN baseline's sync loss (default: --syncnet, the one that scores LSE, which "
+        "flatters the GAN; give another, e.g. one trained with another seed)",
+    )
     parser.add_argument("--full-model", type=Path, help="use this checkpoint for the 'full' rows (e.g. the main run)")
     parser.add_argument("--skip", action="append", default=[], help="leave out rows of this variant (repeatable)")
     parser.add_argument("--only", action="append", default=[], help="keep only rows of this variant (repeatable)")
@@ -381,7 +415,8 @@ def main() -> None:
                     model = args.full_model
                     row_label = f"{label.replace(' (ablation scale)', '')} ({args.full_model})"
                 elif variant == "lipgan":
-                    model = ensure_lipgan(args.data, root, args.steps, syncnet, args.config, args.overrides)
+                    loss_expert, name = args.lipgan_syncnet or syncnet, lipgan_name(args.lipgan_syncnet)
+                    model = ensure_lipgan(args.data, root, args.steps, loss_expert, args.config, args.overrides, name)
                 elif variant not in ("source", "static"):
                     model = ensure_model(
                         variant, args.data, root, args.steps, args.autoencoder, args.config, args.overrides, seed

@@ -167,7 +167,10 @@ def test_memory_samples_are_thinned_evenly_with_both_ends():
 
 @pytest.mark.slow
 def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp_path, tmp_path_factory, monkeypatch):
-    """Table 3's GAN row: trained on the same data with the diffusion recipe's frames per step and rate."""
+    """Table 3's GAN row: trained on the same data with the diffusion recipe's frames per step and rate, and
+    with ``--lipgan-syncnet`` against another expert than the one that scores it (its own run folder)."""
+    import shutil
+
     import yaml
     from benchmarks import paper_tables
 
@@ -175,7 +178,9 @@ def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp
 
     setup = synthetic_sync_setup(tmp_path_factory)
     root, out = tmp_path / "root", tmp_path / "out"
+    loss_expert = shutil.copytree(setup.expert_dir, tmp_path / "loss_expert")
     argv = ["--table", "baselines", "--skip", "full", "--data", str(setup.data_dir), "--syncnet", str(setup.expert_dir)]
+    argv += ["--lipgan-syncnet", str(loss_expert)]
     argv += ["--config", "tiny", "--set", "train.autoencoder=''", "--set", "train.batch_size=10", "--steps", "2"]
     argv += ["--seconds", "0.4", "--ddim-steps", "2", "--lanes", "1", "--root", str(root), "--out", str(out)]
     argv += ["--split", "train", "--max-clips", "2"]
@@ -186,9 +191,11 @@ def test_paper_tables_baselines_train_the_gan_on_the_recipes_frames_and_rate(tmp
     gan = table["rows"][-1]
     assert gan["self"]["num_clips"] == gan["cross"]["num_clips"] == 2
     assert math.isfinite(gan["self"]["psnr_mouth"]) and math.isfinite(gan["cross"]["lse_c"])
-    (run,) = (root / "runs").iterdir()  # a changed recipe gets its own GAN run
-    assert run.name.startswith("lipgan_cfg-")
+    (run,) = (root / "runs").iterdir()  # another loss expert and a changed recipe get their own GAN run
+    assert paper_tables.lipgan_name(None) == "lipgan"
+    assert run.name.startswith(paper_tables.lipgan_name(loss_expert) + "_cfg-")
     trained = yaml.safe_load((run / "config.yaml").read_text())
+    assert trained["syncnet"] == str(loss_expert)
     assert trained["batch_size"] == 2 and trained["learning_rate"] == paper_tables.ABLATION_SCALE["train.learning_rate"]
     assert trained["model"]["image_size"] == 64 and trained["steps"] == 2
 
