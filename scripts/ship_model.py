@@ -27,11 +27,21 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="folder to write")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     parser.add_argument("--note", help="how the weights were trained (recorded as 'trained_with')")
+    parser.add_argument(
+        "--audio-guidance",
+        type=float,
+        help="the audio guidance generation uses by default with this model (recorded as 'audio_guidance'; needs a "
+        "model trained with train.audio_dropout)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     extra = dict(read_checkpoint_meta(args.source, DiffTalkModel.KIND).get("extra", {}))
     if args.note:
         extra["trained_with"] = args.note
+    if args.audio_guidance is not None:
+        if args.audio_guidance != 1.0 and float(extra.get("audio_dropout", 0.0)) <= 0:
+            raise SystemExit(f"{args.source} was not trained with train.audio_dropout: it cannot be audio-guided")
+        extra["audio_guidance"] = args.audio_guidance
     teacher = extra.get("teacher")
     here = isinstance(teacher, dict) and Path(str(teacher.get("path", ""))).is_dir()
     if here and weights_sha256(teacher["path"]) != teacher.get("sha256"):
