@@ -213,3 +213,29 @@ def test_the_shipped_student_was_distilled_from_the_shipped_teacher():
     extra = read_checkpoint_meta(ASSETS / "demo_student", "DiffTalkModel")["extra"]
     assert extra["distilled"] and extra["sampler"] == "lcm"
     assert extra["teacher"]["sha256"] == weights_sha256(DEMO_MODEL)
+
+
+def test_ship_model_writes_fp16_and_records_audio_guidance_only_for_a_model_with_audio_dropout(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = [sys.executable, str(root / "scripts" / "ship_model.py")]
+    guided = _save_teacher(tmp_path / "guided", seed=0, audio_dropout=0.2)
+    done = subprocess.run(
+        [*script, str(guided), str(tmp_path / "out"), "--audio-guidance", "2"], check=False, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    meta = json.loads((tmp_path / "out" / CONFIG_NAME).read_text())["extra"]
+    assert meta["audio_guidance"] == 2.0 and meta["audio_dropout"] == 0.2
+    shipped = DiffTalkModel.from_pretrained(tmp_path / "out")
+    assert shipped.config == DiffTalkModel.from_pretrained(guided).config
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(tmp_path / "out" / "weights.safetensors").values()} == {torch.float16}
+    plain = _save_teacher(tmp_path / "plain", seed=0)
+    refused = subprocess.run(
+        [*script, str(plain), str(tmp_path / "no"), "--audio-guidance", "2"], check=False, capture_output=True
+    )
+    assert refused.returncode != 0 and b"train.audio_dropout" in refused.stderr
+    assert not (tmp_path / "no").exists()
