@@ -57,8 +57,14 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        name = f"{self.sampler}:{self.steps}" + ("" if self.checkpoint == "" else f":{Path(self.checkpoint).name}")
+        name = f"{self.sampler}:{self.steps}" + ("" if self.checkpoint == "" else f":{self.checkpoint_name}")
         return name + ("@" + ",".join(f"{k}={v}" for k, v in self.options) if self.options else "")
+
+    @property
+    def checkpoint_name(self) -> str:
+        """The checkpoint folder's name, or its run's for a ``<run>/checkpoints/model`` folder (all named model)."""
+        path = Path(self.checkpoint)
+        return path.parents[1].name if path.parent.name == "checkpoints" and len(path.parents) > 1 else path.name
 
     @property
     def folder_name(self) -> str:

@@ -210,5 +210,7 @@ def test_steps_quality_runs_take_generation_options():
     assert plain.options == () and plain.checkpoint == "ckpt/model"
     assert held.options == (("silence_hold", 4),) and held.checkpoint == "other/model"
     assert held.label == "ddim:5:model@silence_hold=4" and held.folder_name != plain.folder_name
+    run = parse_run("ddim:5:runs/ft_s0/checkpoints/model@audio_guidance=2", "ckpt/model")
+    assert run.label == "ddim:5:ft_s0@audio_guidance=2" and run.options == (("audio_guidance", 2),)
     with pytest.raises(argparse.ArgumentTypeError, match="silence_hld"):
         parse_run("ddim:5@silence_hld=4", "ckpt/model")
