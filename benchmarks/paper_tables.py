@@ -153,7 +153,6 @@ TABLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         # classifier-free guidance on the audio (issue 12), fixed reference (the recipe model's best, §8)
         ("recipe + audio dropout 0.2, no guidance", "recipe_dropout", FIXED_REFERENCE),
         ("recipe + audio dropout 0.2, audio guidance 2", "recipe_dropout", {**FIXED_REFERENCE, "audio_guidance": 2.0}),
-        ("recipe + audio dropout 0.2, audio guidance 3", "recipe_dropout", {**FIXED_REFERENCE, "audio_guidance": 3.0}),
         ("Wav2Lip-style GAN (same data, same steps)", "lipgan", {}),
     ],
 }
