@@ -210,6 +210,8 @@ def _open_teacher(config: DiffTalkConfig) -> tuple[DiffTalkModel, str, float]:
             "train.audio_dropout, so it has no null-audio prediction to guide with; set "
             "distill.teacher_audio_guidance=1 or fine-tune the teacher with --set train.audio_dropout=0.2"
         )
+    if guidance != 1.0:
+        logger.info("the student learns the teacher's audio-guided ODE (audio guidance %g)", guidance)
     return teacher.requires_grad_(False).eval(), sha256, guidance
 
 
