@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from difftalk.checkpoint import CheckpointError
 from difftalk.config import AudioEncoderConfig, LandmarkEncoderConfig, load_config, replace
 from difftalk.models.audio_encoder import AudioEncoder
 from difftalk.models.autoencoder import Autoencoder
-from difftalk.models.difftalk import DiffTalkConditions, DiffTalkModel
+from difftalk.models.difftalk import DiffTalkModel
 from difftalk.models.landmark_encoder import LandmarkEncoder
 from difftalk.models.unet import build_unet
 
@@ -216,7 +217,7 @@ def test_condition_ablations_remove_their_input(tiny_config, make_conditions):
     assert not torch.equal(model.predict_noise(x, t, conditions), before)
 
 
-def _loss(model, frames, conditions, mask, weighting, timesteps):
+def _loss(model, frames, conditions, mask, weighting, timesteps, audio_dropout=0.0):
     from difftalk.models.difftalk import LossWeighting
 
     return model.training_loss(
@@ -226,6 +227,7 @@ def _loss(model, frames, conditions, mask, weighting, timesteps):
         timesteps=timesteps,
         latent_mouth_mask=mask,
         weighting=weighting or LossWeighting(),
+        audio_dropout=audio_dropout,
     )
 
 
@@ -345,19 +347,8 @@ def test_audio_dropout_in_the_loss_is_seeded_and_off_by_default(tiny_config, mak
     t = torch.tensor([100, 300, 500, 700])
 
     def loss(audio: torch.Tensor, dropout: float) -> torch.Tensor:
-        shown = DiffTalkConditions(
-            audio_features=audio,
-            landmarks=conditions.landmarks,
-            reference_latents=conditions.reference_latents,
-            masked_latents=conditions.masked_latents,
-        )
-        return model.training_loss(
-            conditions=shown,
-            target_frames=frames,
-            generator=torch.Generator().manual_seed(3),
-            timesteps=t,
-            audio_dropout=dropout,
-        ).loss
+        shown = dataclasses.replace(conditions, audio_features=audio)
+        return _loss(model, frames, shown, None, None, t, audio_dropout=dropout).loss
 
     audio, other = conditions.audio_features, torch.randn_like(conditions.audio_features)
     with torch.no_grad():
