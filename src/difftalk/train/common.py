@@ -73,6 +73,16 @@ def _destroy_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+def finish_distributed() -> None:
+    """After a run that succeeded on every rank: wait for all ranks, then tear the process group down, so
+    no rank exits (closing its sockets) while another still writes its final files or tears down (a gloo
+    run once aborted at exit that way after it had finished). A no-op outside distributed runs; a run that
+    failed skips it and leaves teardown to the exit handler, since a barrier could wait on a dead rank."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def git_sha() -> str:
     """The git commit of the difftalk source tree, or ``unknown``."""
     try:
