@@ -591,5 +591,15 @@ def test_audio_guidance_changes_the_mouth_and_warns_on_a_model_without_null_audi
         np.testing.assert_array_equal(frames(recorded, None), guided)  # None = the checkpoint's 3.0
         np.testing.assert_array_equal(frames(recorded, 1.0), base)
     assert "audio_dropout" not in caplog.text
+
+    model.save_pretrained(tmp_path / "student", feature_backend="mel", distilled=True, teacher={"audio_guidance": 2.0})
+    student = DiffTalkPipeline.from_pretrained(tmp_path / "student")
+    assert student.learned_audio_guidance == 2.0 and student.audio_guidance == 1.0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert student.audio_guidance_of(GenerateOptions()) == 1.0
+        assert "already learned" not in caplog.text
+        assert student.audio_guidance_of(GenerateOptions(audio_guidance=2.0)) == 2.0
+    assert caplog.text.count("already learned its teacher's audio guidance 2.00") == 1, caplog.text
     with pytest.raises(ValueError, match="audio_guidance"):
         GenerateOptions(audio_guidance=-1.0)

@@ -135,6 +135,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         sampler_settings: dict[str, Any] | None = None,
         audio_dropout: float = 0.0,
         audio_guidance: float = 1.0,
+        learned_audio_guidance: float = 1.0,
     ) -> None:
         super().__init__(feature_backend, model.config.audio_encoder.feature_dim, model_name, device, dtype)
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -148,6 +149,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """The share of null-audio samples the model was trained with (0: audio guidance has nothing to use)."""
         self.audio_guidance = audio_guidance
         """The checkpoint's recommended audio guidance (``GenerateOptions.audio_guidance`` None takes it)."""
+        self.learned_audio_guidance = learned_audio_guidance
+        """A student distilled from a guided teacher: the guidance it learned (its plain prediction is guided)."""
         self._checked: set[tuple[int | None, str]] = set()
         self._warned_guidance = False
         self.source_cache = SourceCache()
@@ -176,6 +179,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             sampler_settings=dict(extra.get("sampler_settings", {})),
             audio_dropout=float(extra.get("audio_dropout", 0.0)),
             audio_guidance=float(extra.get("audio_guidance", 1.0)),
+            learned_audio_guidance=float(extra.get("teacher", {}).get("audio_guidance", 1.0)),
         )
 
     def optimize(self, channels_last: bool = True, compile_unet: bool = False) -> DiffTalkPipeline:
@@ -193,7 +197,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         """The audio guidance a run uses: ``options.audio_guidance``, else the checkpoint's; warns (once) when a
         model that never saw the null audio in training is guided."""
         scale = self.audio_guidance if options.audio_guidance is None else options.audio_guidance
-        if scale != 1.0 and self.audio_dropout <= 0 and not self._warned_guidance:
+        if scale != 1.0 and self.learned_audio_guidance != 1.0 and not self._warned_guidance:
+            self._warned_guidance = True
+            logger.warning(
+                "audio guidance %.2f on %s, a student that already learned its teacher's audio guidance %.2f: "
+                "guiding it again stacks the two and its null-audio prediction is untrained; use --audio-guidance 1",
+                scale,
+                self.model_name,
+                self.learned_audio_guidance,
+            )
+        elif scale != 1.0 and self.audio_dropout <= 0 and not self._warned_guidance:
             self._warned_guidance = True
             logger.warning(
                 "audio guidance %.2f on %s, which was not trained with train.audio_dropout: its null-audio "
