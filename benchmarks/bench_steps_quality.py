@@ -7,7 +7,7 @@ pipeline (``difftalk benchmark``) self-driven and cross-driven, from the same se
 ``difftalk evaluate`` (mouth PSNR/SSIM and LMD against ground truth, LSE-C by the given expert, jaw r and
 articulation error, jitter ratio, the audio-dependence control). The first run is the reference: every other
 run's mouths are also compared with it (PSNR/SSIM of the mouth region vs the reference).
-Runs already scored are reused. Writes benchmarks/results/<name>.{json,md}.
+Runs already scored with the same weights are reused. Writes benchmarks/results/<name>.{json,md}.
 
     python -m benchmarks.bench_steps_quality --data data/synth128 \\
         --checkpoint src/difftalk/assets/demo_model --syncnet src/difftalk/assets/demo_syncnet \\
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_results
+from difftalk.checkpoint import weights_sha256
 from difftalk.config.fields import parse_overrides
 from difftalk.data.clips import Clip
 from difftalk.data.masks import mouth_box
@@ -103,6 +104,8 @@ def mouth_crops(video: Path, clip: Clip, frames: int) -> list[np.ndarray]:
     return out
 
 
+WEIGHTS_MARKER = "weights.sha256"
+"""In a scored folder: the SHA-256 of the weights it was generated with (reused only while they match)."""
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -116,16 +119,22 @@ def score_run(
     device: str,
     dtype: str = "fp32",
 ) -> dict[str, Path]:
-    """Generate and evaluate ``spec`` self- and cross-driven (reusing finished folders); the two folders."""
+    """Generate and evaluate ``spec`` self- and cross-driven (reusing folders scored with the same weights:
+    a folder is named by the checkpoint's path, and a path can be given new weights); the two folders."""
     folders = {}
+    weights = weights_sha256(spec.checkpoint) if spec.checkpoint else "random"
     for mode in ("self", "cross"):
         folder = root / (spec.folder_name + ("" if dtype == "fp32" else f"__{dtype}")) / mode
-        if not (folder / "metrics.json").is_file():
+        marker = folder / WEIGHTS_MARKER
+        current = (folder / "metrics.json").is_file() and marker.is_file() and marker.read_text().strip() == weights
+        if not current:
+            marker.unlink(missing_ok=True)
             settings = {**DEMO_SETTINGS, **dict(spec.options)}
             options = GenerateOptions(num_steps=spec.steps, sampler=spec.sampler, **settings)
             run_benchmark(data, folder, checkpoint=spec.checkpoint, seconds=seconds, cross_audio=mode == "cross",
                           options=options, device=device, max_clips=max_clips, dtype=DTYPES[dtype])  # fmt: skip
             evaluate_results(folder, data, syncnet, progress=False)
+            marker.write_text(weights + "\n")
         folders[mode] = folder
     return folders
 

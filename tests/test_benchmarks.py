@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,39 @@ def test_steps_quality_runs_take_generation_options():
     assert run.label == "ddim:5:ft_s0@audio_guidance=2" and run.options == (("audio_guidance", 2),)
     with pytest.raises(argparse.ArgumentTypeError, match="silence_hld"):
         parse_run("ddim:5@silence_hld=4", "ckpt/model")
+
+
+def test_steps_quality_rescores_a_checkpoint_path_that_got_new_weights(tmp_path, monkeypatch):
+    """Scored folders are named by the checkpoint's path: they are reused only while the weights there are the
+    ones they were generated with (a shipped model replaced in place must not inherit the old model's scores)."""
+    from benchmarks import bench_steps_quality
+
+    generated: list[Path] = []
+
+    def fake_benchmark(data, folder, **_):
+        folder.mkdir(parents=True, exist_ok=True)
+        generated.append(folder)
+
+    def fake_evaluate(folder, *_, **__):
+        (folder / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(bench_steps_quality, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(bench_steps_quality, "evaluate_results", fake_evaluate)
+    checkpoint = tmp_path / "demo_model"
+    checkpoint.mkdir()
+    (checkpoint / "weights.safetensors").write_bytes(b"old weights")
+    spec = bench_steps_quality.parse_run(f"ddim:5:{checkpoint}", "unused")
+
+    def score() -> dict[str, Path]:
+        return bench_steps_quality.score_run(spec, "data", tmp_path / "runs", None, 1.0, None, "cpu")
+
+    folders = score()
+    assert sorted(generated) == sorted(folders.values()) and len(generated) == 2
+    score()
+    assert len(generated) == 2  # same weights: reused
+    (checkpoint / "weights.safetensors").write_bytes(b"new weights")
+    score()
+    assert len(generated) == 4  # new weights at the same path: generated and scored again
+    (folders["self"] / bench_steps_quality.WEIGHTS_MARKER).unlink()  # a folder from before the marker
+    score()
+    assert len(generated) == 5 and generated[-1] == folders["self"]
