@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
     except (FileNotFoundError, ValueError, MissingExtraError) as exc:
         # User-facing errors carry their own explanation; no traceback from deep inside.
         logger.error("%s", exc)
@@ -322,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    if "torch.distributed" in sys.modules:  # a (training) command that may have started a process group
+        from difftalk.train.common import finish_distributed
+
+        finish_distributed()
+    return code
 
 
 if __name__ == "__main__":

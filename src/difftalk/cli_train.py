@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from difftalk.cli_options import add_command
@@ -224,25 +224,9 @@ def _cmd_train_lipgan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finishing_distributed(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``handler``, then (when it returned) every rank waits for the others and the process group is torn
-    down before the process exits (see :func:`difftalk.train.common.finish_distributed`)."""
-
-    def run(args: argparse.Namespace) -> int:
-        code = handler(args)
-        from difftalk.train.common import finish_distributed
-
-        finish_distributed()
-        return code
-
-    return run
-
-
 def add_training_commands(sub: Any) -> None:
     """Register the five training sub-commands on ``sub`` (the ``difftalk`` sub-parsers)."""
-    train = add_command(
-        sub, "train", "train the diffusion model (autoencoder frozen)", _finishing_distributed(_cmd_train)
-    )
+    train = add_command(sub, "train", "train the diffusion model (autoencoder frozen)", _cmd_train)
     _add_train_arguments(train, "train")
     train.add_argument(
         "--init-from",
@@ -259,14 +243,14 @@ def add_training_commands(sub: Any) -> None:
         sub,
         "train-autoencoder",
         "train the VQ autoencoder (f=4 or f=8) on face crops",
-        _finishing_distributed(_cmd_train_autoencoder),
+        _cmd_train_autoencoder,
     )
     _add_train_arguments(train_ae, "train-autoencoder")
     distill = add_command(
         sub,
         "distill",
         "distil a trained model into a 1-4 step student (latent consistency, LCM)",
-        _finishing_distributed(_cmd_distill),
+        _cmd_distill,
     )
     distill.add_argument("--teacher", required=True, help="the teacher's checkpoint folder (difftalk train's model)")
     _add_train_arguments(distill, "distill")
@@ -275,7 +259,7 @@ def add_training_commands(sub: Any) -> None:
         sub,
         "train-syncnet",
         "train the audio-visual sync expert on a prepared dataset",
-        _finishing_distributed(_cmd_train_syncnet),
+        _cmd_train_syncnet,
     )
     _add_train_arguments(syncnet, "train-syncnet")
     syncnet.add_argument("--preset", choices=["small", "syncnet_v2"], default="small", help="architecture")
@@ -284,7 +268,7 @@ def add_training_commands(sub: Any) -> None:
         sub,
         "train-lipgan",
         "train the Wav2Lip-style GAN baseline on a prepared dataset",
-        _finishing_distributed(_cmd_train_lipgan),
+        _cmd_train_lipgan,
     )
     _add_train_arguments(lipgan, "train-lipgan")
     lipgan.add_argument("--syncnet", help="frozen sync expert for the sync loss (a train-syncnet folder)")
