@@ -15,7 +15,7 @@ from difftalk.config import ConfigError, load_config, replace
 from difftalk.diffusion.schedule import make_betas
 from difftalk.models.difftalk import DiffTalkModel
 from difftalk.train.common import STATE_NAME, load_state
-from difftalk.train.distill import boundary_scalings, consistency_function, lcm_grid, train_distill
+from difftalk.train.distill import boundary_scalings, consistency_function, direct_loss, lcm_grid, train_distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,6 +185,79 @@ def test_the_student_samples_with_lcm_scheduler(prepared_dataset, teacher, tmp_p
             for t in scheduler.timesteps:
                 latents = scheduler.step(denoise(latents, t.expand(shape[0])), t, latents, generator=generator)[0]
         assert latents.shape == shape and torch.isfinite(latents).all()
+
+
+def _oracle(clean: torch.Tensor, alphas_cumprod: torch.Tensor):
+    """ε̂ that points every x_t exactly at ``clean``: a sampler driven by it returns ``clean`` in the mask."""
+
+    def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a = alphas_cumprod[timesteps].to(latents.dtype).view(-1, 1, 1, 1)
+        return (latents - a.sqrt() * clean) / (1 - a).sqrt()
+
+    return denoise
+
+
+def test_direct_loss_is_the_distance_between_one_student_step_and_the_teachers_sample(teacher):
+    model = DiffTalkModel.from_pretrained(teacher)
+    config = replace(load_config("tiny"), {"distill.method": "direct", "distill.teacher_steps": 3})
+    generator = torch.Generator().manual_seed(0)
+    clean, other = torch.randn(2, 3, 8, 8, generator=generator), torch.randn(2, 3, 8, 8, generator=generator)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 4:, 2:6] = 1
+    ac = model.alphas_cumprod
+    common = {"clean": clean, "mouth_mask": mask, "alphas_cumprod": ac, "settings": config.distill}
+
+    def loss(student):
+        return direct_loss(student, _oracle(clean, ac), **common, generator=torch.Generator().manual_seed(1))
+
+    # the teacher's 3-step DDIM sample is `clean` (up to LDM's last step landing on ᾱ_0, not 1); the student
+    # predicts z_0 itself, and one that predicts `clean` costs little
+    same = loss(lambda x, t: clean.expand_as(x))
+    assert float(same) < 0.05
+    # a student pointing elsewhere pays for the mouth (outside it the known latents are put back exactly)
+    off = other * mask + clean * (1 - mask)
+    assert float(loss(lambda x, t: off.expand_as(x))) > 10 * float(same)
+    # an ε-predicting student read as z_0 is far off: the student's output is z_0, not noise
+    assert float(loss(_oracle(clean, ac))) > 10 * float(same)
+    # and the gradient reaches the student through the sampler
+    scale = torch.ones((), requires_grad=True)
+    loss(lambda x, t: scale * clean.expand_as(x)).backward()
+    assert scale.grad is not None and torch.isfinite(scale.grad)
+
+
+def test_a_direct_student_samples_with_one_step_and_lcm_defaults_stay_4():
+    tiny = load_config("tiny")
+    assert tiny.distill.method == "lcm" and tiny.distill.student_steps == 4
+    assert replace(tiny, {"distill.method": "direct"}).distill.student_steps == 1
+    with pytest.raises(ConfigError, match=r"distill\.sampler_steps.*direct distillation trains one step"):
+        replace(tiny, {"distill.method": "direct", "distill.sampler_steps": 4})
+    with pytest.raises(ConfigError, match=r"distill\.method"):
+        replace(tiny, {"distill.method": "progressive"})
+
+
+@pytest.mark.slow
+def test_direct_distillation_starts_from_init_and_records_its_method(prepared_dataset, teacher, tmp_path):
+    init = _save_teacher(tmp_path / "init", seed=5)  # a "student" of the same architecture
+    overrides = {"distill.steps": 2, "distill.method": "direct", "distill.teacher_steps": 2, "distill.init": str(init)}
+    config = _config(prepared_dataset, tmp_path / "run", teacher, **overrides)
+    result = train_distill(config, progress=False)
+    assert result.step == 2 and torch.isfinite(torch.tensor(result.last_loss))
+    meta = json.loads((result.model_dir / CONFIG_NAME).read_text())["extra"]
+    assert meta["distill_method"] == "direct" and meta["sampler"] == "lcm" and meta["sampler_steps"] == 1
+    assert meta["sampler_settings"] == {"original_inference_steps": 50, "prediction_type": "sample"}
+    assert meta["teacher"]["sha256"] == weights_sha256(teacher)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["method"] == "direct" and info["init"] == {"sha256": weights_sha256(init), "path": str(init)}
+    # it started from `init`, not from the teacher: after 2 small steps it is still near `init`
+    student = DiffTalkModel.from_pretrained(result.model_dir).unet.conv_out.weight
+    start, other = (DiffTalkModel.from_pretrained(d).unet.conv_out.weight for d in (init, teacher))
+    assert (student - start).abs().max() < (student - other).abs().max()
+    # an init of another architecture is refused before anything is written
+    wide = tmp_path / "wide"
+    DiffTalkModel(replace(load_config("tiny").model, {"unet.head_dim": 4})).save_pretrained(wide, feature_backend="mel")
+    refused = _config(prepared_dataset, tmp_path / "run2", teacher, **{**overrides, "distill.init": str(wide)})
+    with pytest.raises(ValueError, match=r"distill\.init .* another model config than the teacher"):
+        train_distill(refused, progress=False)
 
 
 def test_cli_distill_wires_the_teacher_config_and_no_resume(monkeypatch, teacher, tmp_path):

@@ -592,6 +592,21 @@ def test_audio_guidance_changes_the_mouth_and_warns_on_a_model_without_null_audi
         np.testing.assert_array_equal(frames(recorded, 1.0), base)
     assert "audio_dropout" not in caplog.text
 
+    # what a direct student's network predicts (z_0) is kept for every sampler; the LCM grid only for LCM
+    settings = {"original_inference_steps": 50, "prediction_type": "sample"}
+    model.save_pretrained(tmp_path / "direct", feature_backend="mel", sampler="lcm", sampler_settings=settings)
+    direct = DiffTalkPipeline.from_pretrained(tmp_path / "direct")
+    lcm = direct.make_scheduler(GenerateOptions()).config
+    assert lcm.prediction_type == "sample" and lcm.original_inference_steps == 50
+    assert direct.make_scheduler(GenerateOptions(sampler="ddim")).config.prediction_type == "sample"
+    assert plain.make_scheduler(GenerateOptions(sampler="lcm")).config.prediction_type == "epsilon"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        direct.check_steps(1, "lcm")
+        assert "one-step student" not in caplog.text
+        direct.check_steps(4, "lcm")
+    assert "a one-step student (distill.method=direct)" in caplog.text
+
     model.save_pretrained(tmp_path / "student", feature_backend="mel", distilled=True, teacher={"audio_guidance": 2.0})
     student = DiffTalkPipeline.from_pretrained(tmp_path / "student")
     assert student.learned_audio_guidance == 2.0 and student.audio_guidance == 1.0
@@ -603,3 +618,28 @@ def test_audio_guidance_changes_the_mouth_and_warns_on_a_model_without_null_audi
     assert caplog.text.count("already learned its teacher's audio guidance 2.00") == 1, caplog.text
     with pytest.raises(ValueError, match="audio_guidance"):
         GenerateOptions(audio_guidance=-1.0)
+
+
+def test_decoding_only_the_pasted_window_changes_the_frames_only_there_and_little(checkpoint, media):
+    from difftalk.pipeline.base import prepare_driving_audio
+
+    pipe = DiffTalkPipeline.from_pretrained(checkpoint)
+    speech = np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    frames = {}
+    for window in (False, True):
+        options = GenerateOptions(progressive_reference=False, noise="shared", decode_window=window, **FAST)
+        pipe.set_source(media / "face.mp4", options)
+        driving = prepare_driving_audio(speech, pipe.track(), pipe.feature_backend, options)
+        frames[window] = np.stack([frame for frame, _ in pipe.iter_frames(driving, options)]).astype(np.float32)
+    original = np.stack(read_frames(media / "face.mp4")[: len(frames[True])]).astype(np.float32)
+    track = pipe.track()
+    changed = np.abs(frames[False] - original).max(axis=-1)
+    difference = np.abs(frames[True] - frames[False]).max(axis=-1)
+    for t in range(len(original)):  # what differs lies in the frame's face crop
+        x0, y0, x1, y1 = track.boxes[t]
+        outside = np.ones(difference[t].shape, bool)
+        outside[max(0, int(y0)) : int(np.ceil(y1)) + 1, max(0, int(x0)) : int(np.ceil(x1)) + 1] = False
+        assert not (difference[t][outside] > 0).any()
+    assert difference.max() > 0  # the window decode is not the full one …
+    mouth = difference > 0
+    assert difference[mouth].mean() < 0.1 * changed[mouth].mean()  # … but close, where it differs at all

@@ -124,6 +124,33 @@ def test_shared_noise_gives_identical_items_identical_outputs_for_stochastic_sam
     assert torch.equal(run(True), shared)  # and the same seed gives the same draws
 
 
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_z0_predicting_denoiser_samples_its_prediction_with_prediction_type_sample(name):
+    """A one-step ``direct`` student predicts z_0: with ``prediction_type="sample"`` every sampler lands on it
+    (inside the mask; outside, the known latents), and read as noise it would not."""
+    ac = make_alphas_cumprod(*PAPER)
+    g = torch.Generator().manual_seed(3)
+    known, target = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:, 2:6] = 1.0
+
+    def run(**overrides: str) -> torch.Tensor:
+        return sample_masked(
+            lambda latents, t: target,
+            randn((2, 3, 8, 8), torch.Generator().manual_seed(0), "cpu"),
+            scheduler=make_scheduler(name, ac, **overrides),
+            num_steps=1 if name == "lcm" else 4,
+            mouth_mask=mask,
+            known_latents=known,
+            generator=torch.Generator().manual_seed(1),
+        )
+
+    wanted = mask * target + (1 - mask) * known
+    sampled = run(prediction_type="sample")
+    assert (sampled - wanted).abs().max() < (0.2 if name == "ddim" else 1e-4)  # LDM's DDIM ends on ᾱ_0, not 1
+    assert (run() - wanted).abs().max() > 1
+
+
 def test_a_scheduler_is_refused_for_unknown_names_and_bad_step_counts():
     ac = make_alphas_cumprod(*PAPER)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):

@@ -1,4 +1,5 @@
-"""Config of latent consistency distillation (``difftalk distill``, YAML section ``distill``).
+"""Config of few-step distillation (``difftalk distill``, YAML section ``distill``): latent consistency
+distillation, or direct distillation of the teacher's whole sampler into one student step.
 
 The student is a copy of a trained DiffTalk model (the teacher), so this config has no model fields: the
 run's ``model`` section is the teacher's. The data come from the experiment's ``data`` section, as for
@@ -8,6 +9,7 @@ run's ``model`` section is the teacher's. The data come from the experiment's ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from difftalk.config.fields import require, require_at_least
 from difftalk.config.training import FabricConfig
@@ -15,14 +17,24 @@ from difftalk.config.training import FabricConfig
 
 @dataclass(frozen=True)
 class DistillConfig(FabricConfig):
-    """Latent consistency distillation of a teacher into a few-step student (Luo et al. 2023, LCM).
+    """Distillation of a teacher into a few-step student.
 
-    The student is sampled by diffusers' ``LCMScheduler`` (σ_data = 0.5, timestep_scaling = 10) with the
-    same ``original_inference_steps``.
+    ``method``: ``lcm``, latent consistency distillation (Luo et al. 2023) to 1-4 steps; ``direct``, the
+    student's one step learns the teacher's whole ``teacher_steps``-step DDIM sample from the same z_T
+    (knowledge distillation, Luhman & Luhman 2021). Either student is sampled by diffusers'
+    ``LCMScheduler`` (σ_data = 0.5, timestep_scaling = 10) with the same ``original_inference_steps``.
     """
 
     teacher: str = ""
     """The teacher's checkpoint folder (``difftalk train``'s ``checkpoints/model``; ``--teacher``)."""
+    method: Literal["lcm", "direct"] = "lcm"
+    """``lcm``: consistency distillation over the teacher's ODE; ``direct``: one student step regressed onto the
+    teacher's ``teacher_steps``-step DDIM sample from the same noise (one-step students)."""
+    teacher_steps: int = 5
+    """``direct``: DDIM steps of the teacher sample the student's one step learns (the shipped teacher's default)."""
+    init: str = ""
+    """Initial weights of the student: a checkpoint folder with the teacher's model config (e.g. an ``lcm``
+    student of the same teacher, to make a one-step ``direct`` student from); empty = the teacher's."""
     teacher_audio_guidance: float | None = None
     """Audio guidance of the teacher's ODE the student learns (its CFG on the audio baked into the student,
     which then needs one UNet pass per step instead of two); None = the teacher checkpoint's recorded value
@@ -55,8 +67,9 @@ class DistillConfig(FabricConfig):
     known at inference); 1 = uniform."""
     mask_loss_dilate: int = 1
     """Latent cells by which the mouth mask is grown for ``mask_loss_outside``."""
-    sampler_steps: int = 4
-    """LCM steps of the sample grids, recorded in the student's checkpoint as its default."""
+    sampler_steps: int | None = None
+    """LCM steps of the sample grids, recorded in the student's checkpoint as its default; None = 4 for
+    ``lcm``, 1 for ``direct`` (which trains one step only)."""
     latent_cache: bool = True
     """Train on latents encoded once with the teacher's frozen autoencoder (as ``train.latent_cache``)."""
     seed: int = 0
@@ -73,7 +86,7 @@ class DistillConfig(FabricConfig):
         super().__post_init__()
         require_at_least(
             self,
-            ("steps", "batch_size", "original_inference_steps", "skip", "sampler_steps", "log_every"),
+            ("steps", "batch_size", "original_inference_steps", "skip", "teacher_steps", "log_every"),
             1,
         )
         require_at_least(self, ("checkpoint_every",), 1)
@@ -92,8 +105,20 @@ class DistillConfig(FabricConfig):
             f"must be in [0, 1] (1 = uniform), got {self.mask_loss_outside}",
         )
         require(
-            self.sampler_steps <= self.original_inference_steps,
+            1 <= self.student_steps <= self.original_inference_steps,
             "sampler_steps",
-            f"{self.sampler_steps} exceeds original_inference_steps={self.original_inference_steps} "
+            f"{self.student_steps} must be in [1, original_inference_steps={self.original_inference_steps}] "
             "(LCMScheduler samples a subset of that grid)",
         )
+        require(
+            self.method == "lcm" or self.student_steps == 1,
+            "sampler_steps",
+            f"direct distillation trains one step, so its student samples with 1 step, got {self.student_steps}",
+        )
+
+    @property
+    def student_steps(self) -> int:
+        """``sampler_steps`` resolved: LCM steps the student is sampled with by default."""
+        if self.sampler_steps is not None:
+            return self.sampler_steps
+        return 1 if self.method == "direct" else 4

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from difftalk.diffusion import DISTILLED_ONLY, SAMPLERS
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``denoise(latents (B, C, h, w), timesteps (B,) long) -> predicted noise (B, C, h, w)``."""
+"""``denoise(latents (B, C, h, w), timesteps (B,) long) -> predicted noise (B, C, h, w)`` (or predicted z_0 with a
+scheduler made with ``prediction_type="sample"``)."""
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 """``callback(step_index, timestep, latents, predicted_clean)`` after every step."""
@@ -62,7 +63,9 @@ def make_scheduler(name: str, alphas_cumprod: torch.Tensor, **overrides: Any) ->
 
     ``ddim`` is configured as LDM's DDIM (``leading`` spacing with offset 1: for T = 1000 and 200 steps
     996, 991, …, 1; the last step lands on ᾱ_0), which the official DiffTalk sampler uses. ``overrides``
-    go to the scheduler's constructor (``lcm``: ``original_inference_steps`` of the distillation).
+    go to the scheduler's constructor (``lcm``: ``original_inference_steps`` of the distillation;
+    ``prediction_type="sample"`` for a denoiser that predicts z_0 instead of the noise, as a one-step
+    ``direct`` student does).
 
     Raises:
         ValueError: an unknown ``name``.
@@ -76,13 +79,15 @@ def make_scheduler(name: str, alphas_cumprod: torch.Tensor, **overrides: Any) ->
     }
     if name == "ddim":
         settings = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
-        return DDIMScheduler(**common, **settings, **overrides)
+        return DDIMScheduler(**{**common, **settings, **overrides})
     if name == "dpmpp":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, **overrides)
+        return DPMSolverMultistepScheduler(
+            **{**common, "algorithm_type": "dpmsolver++", "solver_order": 2, **overrides}
+        )
     if name == "unipc":
-        return UniPCMultistepScheduler(**common, **overrides)
+        return UniPCMultistepScheduler(**{**common, **overrides})
     if name == "lcm":
-        return LCMScheduler(**common, clip_sample=False, set_alpha_to_one=False, **overrides)
+        return LCMScheduler(**{**common, "clip_sample": False, "set_alpha_to_one": False, **overrides})
     raise ValueError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 

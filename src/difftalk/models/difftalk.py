@@ -26,6 +26,7 @@ from difftalk.models.audio_encoder import AudioEncoder
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.landmark_encoder import LandmarkEncoder
 from difftalk.models.unet import build_unet
+from difftalk.models.window_decode import Window, decode_recording_norms, decode_window
 
 
 @dataclass
@@ -134,6 +135,24 @@ class DiffTalkModel(nn.Module):
         scale = self.config.latent_scale
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             return self.autoencoder.decode(latents if scale == 1.0 else latents / scale).clamp(-1, 1)
+
+    @torch.no_grad()
+    def decode_latents_recording_norms(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode_latents` that also returns the decoder's normalisation statistics ``(B, K, 2)`` for
+        :meth:`decode_latents_window` (``models.window_decode``)."""
+        scale = self.config.latent_scale
+        frames, stats = decode_recording_norms(self.autoencoder, latents if scale == 1.0 else latents / scale)
+        return frames.clamp(-1, 1), stats
+
+    @torch.no_grad()
+    def decode_latents_window(
+        self, latents: torch.Tensor, norm_stats: torch.Tensor, window: Window, margin: int
+    ) -> torch.Tensor:
+        """The pixels of a latent ``window`` ``(row0, row1, col0, col1)`` of diffusion latents ``(B, C, h, w)``,
+        normalised with a full decode's ``norm_stats`` (``models.window_decode``), clamped to [-1, 1]."""
+        scale = self.config.latent_scale
+        raw = latents if scale == 1.0 else latents / scale
+        return decode_window(self.autoencoder, raw, norm_stats, window, margin).clamp(-1, 1)
 
     def prepare_conditions(
         self,

@@ -78,6 +78,9 @@ class GenerateOptions:
     decoded crops as they are."""
     feather: float = 0.06
     """Soft edge of the paste-back, as a fraction of the crop size."""
+    decode_window: bool = True
+    """Decode only the latent window the paste-back uses (with the decoder's normalisation taken from the
+    source frame's full decode, ``models.window_decode``), not the whole crop; off = the whole crop."""
     max_side: int = 2048
     """Reference frames whose longer side exceeds this are downscaled first (bounded memory/time)."""
     watermark: bool = True

@@ -1,4 +1,13 @@
-"""``difftalk distill``: latent consistency distillation (LCM, Luo et al. 2023) of a trained DiffTalk model.
+"""``difftalk distill``: few-step students of a trained DiffTalk model.
+
+Two methods (``distill.method``). ``direct`` (knowledge distillation, Luhman & Luhman 2021): the student's one
+LCM step from z_T learns the teacher's whole ``teacher_steps``-step DDIM sample from the same z_T (and the same
+re-noising draws), both run by the project's masked sampler, so the one-step student reproduces the teacher's
+default sampling — audio guidance included — at one UNet pass; the loss is :func:`masked_huber` of the two
+sampled latents. The direct student predicts z_0 itself (``prediction_type="sample"``, recorded in its
+``sampler_settings``): through an ε-prediction at t = T, z_0 = (z_T − sqrt(1 − ᾱ_T)·ε̂)/sqrt(ᾱ_T) multiplies the
+network's error by 1/sqrt(ᾱ_T) (84 for the LDM schedule), so bf16 rounding of ε̂ alone would cost ≈0.2 of a
+unit-variance latent. ``lcm``, latent consistency distillation (LCM, Luo et al. 2023), is described below.
 
 The student, a copy of the teacher (same config, initialised from its weights), learns the consistency
 function f_θ(x_t, t) ≈ x_0 of the teacher's probability-flow ODE, so that diffusers' ``LCMScheduler`` samples
@@ -164,12 +173,72 @@ def consistency_loss(
         previous = mask * previous + (1 - mask) * add_noise(clean, noise, end, alphas_cumprod)
         wanted = consistency_function(previous, target(previous, end), end, alphas_cumprod).float()
     predicted = consistency_function(noisy, student(noisy, start), start, alphas_cumprod).float()
+    return ConsistencyLossOutput(masked_huber(predicted, wanted, mask, settings), start, end)
+
+
+def masked_huber(
+    predicted: torch.Tensor, wanted: torch.Tensor, mouth_mask: torch.Tensor, settings: DistillConfig
+) -> torch.Tensor:
+    """Scalar pseudo-Huber distance sqrt(d² + c²) − c of ``(B, C, h, w)`` latents, averaged per sample with
+    weight 1 inside the mouth mask ``(B, 1, h, w)`` grown by ``mask_loss_dilate`` and ``mask_loss_outside``
+    outside it."""
     c = settings.huber_c
     distance = ((predicted - wanted).square() + c**2).sqrt() - c
-    grown = dilate_mask(mask.float(), settings.mask_loss_dilate)
+    grown = dilate_mask(mouth_mask.float(), settings.mask_loss_dilate)
     spatial = grown + settings.mask_loss_outside * (1 - grown)
     per_sample = (distance * spatial).sum(dim=(1, 2, 3)) / (spatial.sum(dim=(1, 2, 3)) * distance.shape[1])
-    return ConsistencyLossOutput(per_sample.mean(), start, end)
+    return per_sample.mean()
+
+
+def direct_loss(
+    student: DenoiseFn,
+    teacher: DenoiseFn,
+    *,
+    clean: torch.Tensor,
+    mouth_mask: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    settings: DistillConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Direct distillation of one batch: the student's one LCM step from z_T (its network predicting z_0) against
+    the teacher's ``teacher_steps``-step DDIM sample (η = 0) from the same z_T, both by the project's masked sampler.
+
+    Both samplers get generators in the same state, so the known latents outside the mask are re-noised with
+    the same draw at T; only the mouth differs. Returns the scalar :func:`masked_huber` distance.
+
+    Args:
+        student: ẑ_0 of the student (with gradients).
+        teacher: ε̂ of the frozen teacher (guided or not: the caller's closure).
+        clean: ``(B, C, h, w)`` the target frames' diffusion latents (known outside the mouth).
+        mouth_mask: ``(B, 1, h, w)`` latent mouth mask, 1 = generated.
+        alphas_cumprod: ``(T,)`` ᾱ of the training schedule.
+        settings: ``teacher_steps``, ``original_inference_steps`` and the loss fields.
+        generator: source of z_T and of the re-noising draws.
+    """
+    noise = randn(tuple(clean.shape), generator, clean.device, clean.dtype)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gen_device))
+    mask = mouth_mask.to(clean.dtype)
+
+    def run(denoise: DenoiseFn, sampler: str, steps: int, **overrides: Any) -> torch.Tensor:
+        scheduler = make_scheduler(sampler, alphas_cumprod, **overrides)
+        draws = torch.Generator(gen_device).manual_seed(seed)
+        return sample_masked(
+            denoise, noise, scheduler=scheduler, num_steps=steps, mouth_mask=mask, known_latents=clean, generator=draws
+        ).float()
+
+    with torch.no_grad():
+        wanted = run(teacher, "ddim", settings.teacher_steps)
+    lcm = student_sampler_settings(settings)
+    predicted = run(student, "lcm", 1, **lcm)
+    return masked_huber(predicted, wanted, mask, settings)
+
+
+def student_sampler_settings(settings: DistillConfig) -> dict[str, Any]:
+    """``LCMScheduler`` settings of the student (recorded as its ``sampler_settings``): the distillation's grid,
+    and z_0-prediction for a ``direct`` student."""
+    extra = {"prediction_type": "sample"} if settings.method == "direct" else {}
+    return {"original_inference_steps": settings.original_inference_steps, **extra}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -233,6 +302,20 @@ def _copy_of(model: DiffTalkModel) -> DiffTalkModel:
     return copy
 
 
+def _initial_student(teacher: DiffTalkModel, source: str, feature_backend: str) -> tuple[DiffTalkModel, str | None]:
+    """The student's initial weights: a copy of the teacher, or ``source`` (its config must be the teacher's),
+    and the SHA-256 of ``source``'s weights (None for the teacher)."""
+    if not source:
+        return _copy_of(teacher), None
+    model, sha256 = open_checkpoint_model(source, feature_backend, "distill.init")
+    if model.config != teacher.config:
+        raise ValueError(
+            f"distill.init {source} has another model config than the teacher; the student must have the "
+            "teacher's architecture: pass a student of this teacher (or leave distill.init empty)"
+        )
+    return model, sha256
+
+
 def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> DistillResult:
     """Distil ``config.distill.teacher`` into a few-step student on ``config.data``, driven by ``config.distill``
     (``resume``, ``progress``: see :mod:`difftalk.train`). The run's ``model`` section becomes the teacher's.
@@ -246,7 +329,8 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
     settings = config.distill
     fabric, run = open_run(settings)
     rank, world = fabric.global_rank, fabric.world_size
-    student = _copy_of(teacher).train()  # a new model: all trainable but the frozen autoencoder
+    student, init_sha256 = _initial_student(teacher, settings.init, config.data.feature_backend)
+    student.train()  # a new model: all trainable but the frozen autoencoder
     target = _copy_of(teacher).requires_grad_(False).eval()
     teacher.to(fabric.device)
     target.to(fabric.device)
@@ -277,7 +361,13 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         _check_teacher(resumed, teacher_sha256, settings, state.path)
     else:
         teacher_info = {"sha256": teacher_sha256, "path": settings.teacher}
-        info = {"stage": "distill", "teacher": teacher_info, "trainable_parameters": sum(p.numel() for p in trainable)}
+        info = {
+            "stage": "distill",
+            "method": settings.method,
+            "teacher": teacher_info,
+            "init": {"sha256": init_sha256, "path": settings.init} if settings.init else None,
+            "trainable_parameters": sum(p.numel() for p in trainable),
+        }
         run.write_run_info(config, world, info)
     logger.info(
         "distilling %s (sha256 %s…) on %s × %d, %d samples, %d steps, batch %d per device",
@@ -299,18 +389,19 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         with torch.no_grad():
             teacher_fn = teacher.make_denoiser(conditions, audio_guidance=guidance)
             target_fn = target.make_denoiser(conditions)
+
+        def student_fn(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            return fabric_student.predict_noise(latents, timesteps, conditions)
+
+        common = {"clean": clean, "mouth_mask": mask, "alphas_cumprod": student.alphas_cumprod}
         with fabric.autocast():
-            output = consistency_loss(
-                lambda latents, timesteps: fabric_student.predict_noise(latents, timesteps, conditions),
-                teacher_fn,
-                target_fn,
-                clean=clean,
-                mouth_mask=mask,
-                alphas_cumprod=student.alphas_cumprod,
-                settings=settings,
-                generator=generator,
-            )
-        return StepOutput(output.loss, after=lambda: ema.update(trainable))
+            if settings.method == "direct":
+                loss = direct_loss(student_fn, teacher_fn, **common, settings=settings, generator=generator)
+            else:
+                loss = consistency_loss(
+                    student_fn, teacher_fn, target_fn, **common, settings=settings, generator=generator
+                ).loss
+        return StepOutput(loss, after=lambda: ema.update(trainable))
 
     def samples(step: int) -> None:
         if sample_batch is not None:
@@ -323,10 +414,11 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
             step=step,
             feature_backend=config.data.feature_backend,
             sampler="lcm",
-            sampler_steps=settings.sampler_steps,
-            sampler_settings={"original_inference_steps": settings.original_inference_steps},
+            sampler_steps=settings.student_steps,
+            sampler_settings=student_sampler_settings(settings),
             distilled=True,
             teacher={"sha256": teacher_sha256, "path": settings.teacher, "audio_guidance": guidance},
+            distill_method=settings.method,
         )
 
     result = fit(
@@ -353,7 +445,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
 
 @torch.no_grad()
 def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: DistillConfig, seed: int) -> list[list[Any]]:
-    """Rows target | masked | reference | LCM 1 step | LCM ``sampler_steps`` (uint8 images) for a small batch,
+    """Rows target | masked | reference | LCM 1 step | LCM ``student_steps`` (uint8 images) for a small batch,
     sampled by the project's masked sampler with diffusers' ``LCMScheduler``."""
     was_training = model.training
     model.eval()
@@ -362,11 +454,9 @@ def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: Distill
     assert batch.target_frames is not None and batch.masked_frames is not None
     assert batch.reference_frames is not None
     rows = [list(to_uint8(frames)) for frames in (batch.target_frames, batch.masked_frames, batch.reference_frames)]
-    for steps in sorted({1, settings.sampler_steps}):
+    for steps in sorted({1, settings.student_steps}):
         generator = torch.Generator().manual_seed(seed)
-        scheduler = make_scheduler(
-            "lcm", model.alphas_cumprod, original_inference_steps=settings.original_inference_steps
-        )
+        scheduler = make_scheduler("lcm", model.alphas_cumprod, **student_sampler_settings(settings))
         latents = sample_masked(
             denoise,
             randn(tuple(known.shape), generator, known.device, known.dtype),
