@@ -8,8 +8,9 @@ end-to-end frames/s, steady frames/s (after the first frame), peak memory (host 
 ``torch.cuda.max_memory_allocated`` on a GPU). With ``--quality`` the same runs are also scored on the
 held-out identities (``benchmarks.bench_steps_quality``) and the quality columns join the table.
 
-A run is ``SAMPLER:STEPS[:CHECKPOINT]`` (``ddim:25``, ``dpmpp:8``, ``lcm:2:runs/distill/checkpoints/model``);
-GPU switches (``--dtype``, ``--channels-last``, ``--compile``, ``--lanes``) apply to every row.
+A run is ``SAMPLER:STEPS[:CHECKPOINT]`` (``ddim:25``, ``dpmpp:8``, ``lcm:2:runs/distill/checkpoints/model``),
+optionally followed by ``@OPTION=VALUE,...`` of ``GenerateOptions`` (``lcm:1:S@decode_window=false``); GPU
+switches (``--dtype``, ``--channels-last``, ``--compile``, ``--lanes``) apply to every row.
 ``--preset paper_256`` times a random-weight model of that config instead of a checkpoint (speed does
 not depend on the weights' values). Writes benchmarks/results/generate_<device>[_<name>].{json,md}.
 
@@ -77,7 +78,9 @@ def time_run(pipe: DiffTalkPipeline, spec: RunSpec, audio: Path, out: Path, opti
     from difftalk.io.audio import SAMPLE_RATE, load_audio
 
     samples = load_audio(audio)
-    run_options = GenerateOptions(**{**asdict(options), "num_steps": spec.steps, "sampler": spec.sampler})
+    run_options = GenerateOptions(
+        **{**asdict(options), **dict(spec.options), "num_steps": spec.steps, "sampler": spec.sampler}
+    )
     pipe.generate(samples[: SAMPLE_RATE // 5].astype(np.float32), out / "warmup.mp4", run_options)
     cuda = pipe.device.type == "cuda"
     if cuda:

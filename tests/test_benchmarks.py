@@ -7,7 +7,9 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tests.helpers import needs_dlib
 
@@ -251,3 +253,28 @@ def test_steps_quality_rescores_a_checkpoint_path_that_got_new_weights(tmp_path,
     (folders["self"] / bench_steps_quality.WEIGHTS_MARKER).unlink()  # a folder from before the marker
     score()
     assert len(generated) == 5 and generated[-1] == folders["self"]
+
+
+def test_bench_generate_runs_take_generation_options(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks import bench_generate
+    from benchmarks.bench_steps_quality import parse_run
+
+    from difftalk.io.audio import save_wav
+
+    seen = []
+
+    class Pipe:
+        device = torch.device("cpu")
+        source_cache = None
+
+        def generate(self, audio, out, options):
+            seen.append(options)
+            return SimpleNamespace(num_frames=5, first_frame_seconds=0.1, seconds=1.0, frames_per_second=5.0)
+
+    save_wav(tmp_path / "a.wav", np.zeros(16000, np.float32))
+    spec = parse_run("lcm:1:S@decode_window=false", "model")
+    base = bench_generate.GenerateOptions(lanes=4, progress=False)
+    bench_generate.time_run(Pipe(), spec, tmp_path / "a.wav", tmp_path, base)
+    assert len(seen) == 3 and all(o.decode_window is False and o.num_steps == 1 and o.lanes == 4 for o in seen)

@@ -39,6 +39,7 @@ def generation_options(args: argparse.Namespace, **fields: Any) -> Any:
         progressive_reference=not args.no_progressive_reference,
         reference_update=args.reference_update,
         colour_fix=not args.no_colour_fix,
+        decode_window=not args.full_decode,
         lanes=args.lanes,
         temporal_smoothing=args.temporal_smoothing,
         noise=args.noise,
@@ -150,6 +151,11 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-colour-fix", action="store_true", help="keep the autoencoder's colour cast in the generated mouth"
+    )
+    parser.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode the whole face crop every frame, not only the latent window that is pasted back (slower)",
     )
     parser.add_argument(
         "--lanes", type=positive_int, default=1, help="parallel progressive chunks (faster on GPUs, 1 = sequential)"
