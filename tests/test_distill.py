@@ -286,6 +286,9 @@ def test_the_shipped_student_was_distilled_from_the_shipped_teacher():
     extra = read_checkpoint_meta(ASSETS / "demo_student", "DiffTalkModel")["extra"]
     assert extra["distilled"] and extra["sampler"] == "lcm"
     assert extra["teacher"]["sha256"] == weights_sha256(DEMO_MODEL)
+    # the one-step direct student of the teacher's guided default (docs/results.md §9)
+    assert extra["distill_method"] == "direct" and extra["sampler_steps"] == 1
+    assert extra["sampler_settings"]["prediction_type"] == "sample" and extra["teacher"]["audio_guidance"] == 2.0
 
 
 def test_ship_model_writes_fp16_and_records_audio_guidance_only_for_a_model_with_audio_dropout(tmp_path):

@@ -314,9 +314,13 @@ def test_source_frames_are_prepared_once(checkpoint, media, monkeypatch):
     pipe = DiffTalkPipeline.from_pretrained(checkpoint)
     track = pipe.set_source(media / "face.mp4", GenerateOptions(progress=False))
     calls: dict[str, list[int]] = {"encode_frames": [], "decode_latents": []}
-    for name, log in calls.items():
-        method = getattr(pipe.model, name)
-        monkeypatch.setattr(pipe.model, name, lambda x, method=method, log=log: (log.append(len(x)), method(x))[1])
+    # every decode counts: whole crops, the reference's (recording the window decode's statistics), windows
+    methods = {"encode_frames": "encode_frames", "decode_latents": "decode_latents"}
+    methods |= {"decode_latents_recording_norms": "decode_latents", "decode_latents_window": "decode_latents"}
+    for name, kind in methods.items():
+        method, log = getattr(pipe.model, name), calls[kind]
+        wrapped = lambda x, *rest, method=method, log=log: (log.append(len(x)), method(x, *rest))[1]  # noqa: E731
+        monkeypatch.setattr(pipe.model, name, wrapped)
     options = GenerateOptions(progressive_reference=False, **FAST)
     per_frame = 2 if pipe.model.config.masked_target == "pixel" else 1  # (pixel: the blacked-out crop too)
     speech = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.7 * 16000)) / 16000).astype(np.float32)

@@ -25,10 +25,11 @@ logger = logging.getLogger("difftalk")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from difftalk.demo import DEMO_MODEL
+    from difftalk.demo import DEMO_MODEL, DEMO_STUDENT
 
-    if not args.toy and not (DEMO_MODEL / "weights.safetensors").is_file():
-        logger.warning("the shipped demo model is not in %s: running the toy demo instead", DEMO_MODEL)
+    model = DEMO_MODEL if args.teacher else DEMO_STUDENT
+    if not args.toy and not (model / "weights.safetensors").is_file():
+        logger.warning("the shipped demo model is not in %s: running the toy demo instead", model)
         args.toy = True
     if args.toy:
         from difftalk.demo_toy import run_demo as run_toy
@@ -39,7 +40,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     from difftalk.demo import DEMO_SEED, run_demo
 
-    result = run_demo(out_dir=args.out, steps=args.steps, seed=args.seed or DEMO_SEED, progress=not args.no_progress)
+    result = run_demo(
+        out_dir=args.out, steps=args.steps, seed=args.seed or DEMO_SEED, progress=not args.no_progress, model=model
+    )
 
     def describe(score: Any) -> str:
         return "n/a" if score is None else f"LSE-C {score.lse_c:.3f}, LSE-D {score.lse_d:.3f}, offset {score.offset}"
@@ -210,10 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="outputs/demo", help="output folder")
     demo.add_argument(
-        "--steps", type=positive_int, help="DDIM steps (default: the model's, 5; with --toy: training steps, 400)"
+        "--steps",
+        type=positive_int,
+        help="sampling steps (default: the model's: 1 for the student, DDIM 5 with --teacher; with --toy: training "
+        "steps, 400)",
     )
     demo.add_argument("--seed", type=int, help="identity/speech seed (default 2026, never used in training)")
     demo.add_argument("--toy", action="store_true", help="the weight-free toy demo: train a tiny model in a minute")
+    demo.add_argument(
+        "--teacher",
+        action="store_true",
+        help="dub with the shipped teacher (DDIM 5, audio-guided) instead of its student",
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     info = add_command(sub, "info", "summarise a config preset or YAML file (sizes, parameter counts)", _cmd_info)

@@ -249,7 +249,7 @@ def add_training_commands(sub: Any) -> None:
     distill = add_command(
         sub,
         "distill",
-        "distil a trained model into a 1-4 step student (latent consistency, LCM)",
+        "distil a trained model into a 1-4 step student (latent consistency; --set distill.method=direct: one step)",
         _cmd_distill,
     )
     distill.add_argument("--teacher", required=True, help="the teacher's checkpoint folder (difftalk train's model)")

@@ -5,8 +5,9 @@ No arguments, no downloads, CPU in a few minutes:
 1. draws a new identity from a seed no training run used, renders a clip of it talking (its own
    speech) and writes it like the synthetic benchmark does (video + ground-truth landmarks);
 2. synthesises *new* speech in the same voice (a different utterance);
-3. dubs the clip with the new speech using the model in ``difftalk/assets/demo_model`` (trained with
-   ``difftalk train --config synth_128``; see docs/results.md);
+3. dubs the clip with the new speech using the one-step student in ``difftalk/assets/demo_student``
+   (distilled from the model in ``difftalk/assets/demo_model``, trained with ``difftalk train --config
+   synth_128``, whose held-out scores it matches: docs/results.md §9), or that model itself (``--teacher``);
 4. scores lip sync with the shipped SyncNet expert: the dubbed video against the new speech, and for
    comparison the original clip against its own speech and against the new speech (undubbed);
 5. writes ``difftalk_demo.mp4`` and a frame strip PNG (original | dubbed).
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_MODEL = ASSETS / "demo_model"
+DEMO_STUDENT = ASSETS / "demo_student"
+"""The one-step student of :data:`DEMO_MODEL` (``difftalk distill --set distill.method=direct``), the demo's model."""
 DEMO_SYNCNET = ASSETS / "demo_syncnet"
 DEMO_SEED = 2026
 """Identities and speech of the demo come from this seed; the shipped model was trained on seed 0."""
@@ -121,12 +124,13 @@ def demo_options(steps: int | None = None, progress: bool = True) -> GenerateOpt
 
 def run_demo(
     out_dir: str | Path = "outputs/demo", seconds: float = 6.0, steps: int | None = None, seed: int = DEMO_SEED,
-    progress: bool = True,
+    progress: bool = True, model: Path = DEMO_STUDENT,
 ) -> DemoResult:  # fmt: skip
-    """Run the demo (see the module docstring); raises FileNotFoundError if the shipped weights are missing."""
-    if not (DEMO_MODEL / "weights.safetensors").is_file():
+    """Run the demo (see the module docstring) with ``model`` (the shipped student, or :data:`DEMO_MODEL`);
+    raises FileNotFoundError if its weights are missing."""
+    if not (model / "weights.safetensors").is_file():
         raise FileNotFoundError(
-            f"the demo model is missing from {DEMO_MODEL}; reinstall difftalk or run `difftalk demo --toy`"
+            f"the demo model is missing from {model}; reinstall difftalk or run `difftalk demo --toy`"
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +140,8 @@ def run_demo(
 
     options = demo_options(steps, progress)
     dtype = resolve_dtype("auto", "cpu")  # bf16 on CPUs that compute it natively: within noise of fp32, faster
-    pipe = DiffTalkPipeline.from_pretrained(DEMO_MODEL, dtype=dtype)
-    logger.info("demo model on the CPU in %s", str(dtype).removeprefix("torch."))
+    pipe = DiffTalkPipeline.from_pretrained(model, dtype=dtype)
+    logger.info("demo model %s on the CPU in %s", model.name, str(dtype).removeprefix("torch."))
     track = pipe.set_source(source, options)
     result = pipe.generate(speech_path, out / "difftalk_demo.mp4", options)
 

@@ -4,18 +4,20 @@ After masked sampling only the mouth window of a crop's latents differs from the
 latents, and only the pasted region of the decoded crop is used. Decoding the whole map every frame
 (the largest cost of one-step generation on a CPU) is therefore mostly spent on pixels that are thrown
 away. This module decodes a window of rows and columns of the latent map instead, so that its pixels
-match a full decode of the same latents:
+come close to a full decode of the same latents:
 
 * the decoder's input convolution and its middle block (self-attention over the whole map, GroupNorm)
   run on the **whole** latent map, as in a full decode: they are the cheap, low-resolution part;
 * the up-sampling blocks and the output head run on the window grown by ``margin`` latent cells on
   each side (their convolutions see a zero border there instead of the neighbours: the margin absorbs
   that), and the margin is cut off afterwards;
-* their GroupNorms normalise with **statistics recorded during a full decode of the source frame's
-  own latents** (:func:`decode_recording_norms`, done once per source frame for the colour correction
-  anyway), not with the window's: a GroupNorm normalises over the whole image, and the window alone
-  has other statistics. The source frame differs from the generated one only in the mouth window, so
-  its whole-image statistics are close to the generated frame's.
+* their GroupNorms normalise with **statistics recorded during a full decode of another frame of the
+  same face** (:func:`decode_recording_norms`), not with the window's: a GroupNorm normalises over the
+  whole image, and the window alone has other statistics. The pipeline takes the fixed reference frame,
+  which it decodes once per video for the colour correction anyway: an aligned crop of the same face,
+  whose whole-image statistics are close to the generated frame's. (Not the frame's own source crop: in
+  a self-driven benchmark that is the ground truth, and the statistics of its decode would carry a
+  little of the true mouth into the result.)
 
 Works on diffusers' ``VQModel`` decoders with GroupNorm (``norm_type="group"``), the layout of the
 project's autoencoders and of LDM's converted vq-f4/f8; :func:`supports_window_decode` says whether a
@@ -65,15 +67,19 @@ def _stats(module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(module: nn.GroupNorm, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-    """GroupNorm of ``x`` with given ``(B, G, 2)`` statistics instead of its own."""
+    """GroupNorm of ``x`` ``(B, C, H, W)`` with given ``(B, G, 2)`` statistics instead of its own: one
+    per-channel scale and shift, applied in ``x``'s dtype."""
     batch, channels = x.shape[:2]
-    grouped = x.float().reshape(batch, module.num_groups, -1)
-    mean, var = stats[..., :1], stats[..., 1:]
-    out = ((grouped - mean) * torch.rsqrt(var + module.eps)).reshape(x.shape)
+    per_group = channels // module.num_groups
+    mean = stats[..., 0].repeat_interleave(per_group, dim=1)  # (B, C)
+    scale = torch.rsqrt(stats[..., 1] + module.eps).repeat_interleave(per_group, dim=1)
     if module.affine:
-        shape = (1, channels) + (1,) * (x.ndim - 2)
-        out = out * module.weight.float().view(shape) + module.bias.float().view(shape)
-    return out.to(x.dtype)
+        scale = scale * module.weight.float()
+        shift = module.bias.float() - mean * scale
+    else:
+        shift = -mean * scale
+    shape = (batch, channels) + (1,) * (x.ndim - 2)
+    return torch.addcmul(shift.to(x.dtype).view(shape), x, scale.to(x.dtype).view(shape))
 
 
 @contextmanager
@@ -129,7 +135,7 @@ def decode_window(
     Args:
         autoencoder: the frozen autoencoder (see :func:`supports_window_decode`).
         latents: ``(B, C, h, w)`` unscaled latents.
-        norm_stats: ``(B, K, 2)`` from :func:`decode_recording_norms` of the same frames' source latents.
+        norm_stats: ``(B, K, 2)`` from :func:`decode_recording_norms` (of the same face: see the module docstring).
         window: latent rows and columns to decode, ``(row0, row1, col0, col1)``, end-exclusive.
         margin: latent cells decoded around the window and then discarded.
 

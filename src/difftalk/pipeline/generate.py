@@ -316,6 +316,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         generator: torch.Generator,
         reference_residual: torch.Tensor | None = None,
         needed: list[PixelBox | None] | None = None,
+        norm_stats: torch.Tensor | None = None,
     ) -> tuple[list[np.ndarray], torch.Tensor]:
         """Masked-z_T sampling (``options.sampler``) for a batch of frames.
 
@@ -333,9 +334,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
         colour correction (``pipeline.colour``).
         ``needed``: per item, the pixel box of its crop the output uses (where its and its blended neighbours'
-        paste weights are > 0); with ``options.decode_window`` only the latent window around them (and the
-        mouth mask, when the composite passes it on) is decoded, and the returned crops are the input crops
-        outside it.
+        paste weights are > 0); with ``norm_stats`` (``(1, K, 2)``, the decoder's normalisation statistics of
+        the fixed reference frame's decode) only the latent window around them (and the mouth mask, when the
+        composite passes it on) is decoded, and the returned crops are the input crops outside it.
         """
         model, size = self.model, self.model.config.autoencoder.image_size
         device, dtype = self.device, self.dtype
@@ -345,25 +346,20 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         track = self.track()
         keys = [0 if track.is_image else index for index in sources]  # a photo: one frame for every index
         pixel = model.config.masked_target == "pixel"
-        windowed = options.decode_window and needed is not None and supports_window_decode(model.autoencoder)
 
         def prepare(rows: list[int]) -> dict[str, torch.Tensor]:  # what these crops give without the audio
             latents = model.encode_frames(crops[rows])
             mouth = latent_mask(masks[rows], latents.shape[-1])
             masked = apply_mask(crops[rows], masks[rows]) if pixel else None
             prepared = {"known": latents, "masked": model.masked_target_latents(latents, mouth, masked)}
-            if windowed:
-                reconstructions, prepared["norm_stats"] = model.decode_latents_recording_norms(latents)
-            elif options.colour_fix:
-                reconstructions = model.decode_latents(latents)
             if options.colour_fix:
+                reconstructions = model.decode_latents(latents)
                 prepared["colour"] = colour_correction(
                     crops[rows], reconstructions, masks[rows], COLOUR_SIGMA * size, reference_residual
                 )
             return prepared
 
-        # (the colour fix reads the reference frame)
-        settings = (options.reference_frame, options.colour_fix, windowed)
+        settings = (options.reference_frame, options.colour_fix)  # (the colour fix reads the reference frame)
         prepared = self.source_cache.lookup(track, settings, keys, prepare)
         known = prepared["known"]
         mouth = latent_mask(masks, known.shape[-1])
@@ -390,14 +386,15 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         composite = options.progressive_reference and options.reference_update == "composite"
         window: Window | None = None
-        if windowed and needed is not None:
+        if needed is not None and norm_stats is not None:
             boxes = needed + ([mask_box(item.mask) for item in items] if composite else [])
             window = pixel_window([box for box in boxes if box is not None], size, latents.shape[-1])
-        if window is not None:
+        if window is not None and norm_stats is not None:
             factor = size // latents.shape[-1]
             rows = slice(window[0] * factor, window[1] * factor)
             cols = slice(window[2] * factor, window[3] * factor)
-            pixels = model.decode_latents_window(latents, prepared["norm_stats"], window, WINDOW_MARGIN)
+            stats = norm_stats.expand(latents.shape[0], -1, -1)
+            pixels = model.decode_latents_window(latents, stats, window, WINDOW_MARGIN)
             if options.colour_fix:
                 pixels = (pixels + prepared["colour"][:, :, rows, cols]).clamp(-1, 1)
             generated = crops.clone()
@@ -434,7 +431,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         reference_image = to_tensor(fixed_reference[None]).to(self.device, self.dtype)
         fixed_latent = self.model.encode_frames(reference_image)[0]
         # the reference minus its reconstruction, for the colour correction (from the latent just encoded)
-        residual = reference_image - self.model.decode_latents(fixed_latent[None]) if options.colour_fix else None
+        windowed = options.decode_window and supports_window_decode(self.model.autoencoder)
+        if windowed:  # the decoder's normalisation of the window: the reference frame's (module docstring)
+            reconstruction, norm_stats = self.model.decode_latents_recording_norms(fixed_latent[None])
+        else:
+            reconstruction, norm_stats = self.model.decode_latents(fixed_latent[None]), None
+        residual = reference_image - reconstruction if options.colour_fix else None
         lanes, chunk = options.lanes, options.chunk
         span = lanes * chunk
         previous: list[torch.Tensor | None] = [None] * lanes
@@ -486,7 +488,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     reach = (-1, 0, 1) if options.temporal_smoothing > 0 else (0,)
                     needed = [union_box([box_at(t + d) for d in reach]) for t in times]
                     crops, latents = self._generate_batch(
-                        todo, sources, torch.stack(refs), windows, steps, options, generator, residual, needed
+                        todo,
+                        sources,
+                        torch.stack(refs),
+                        windows,
+                        steps,
+                        options,
+                        generator,
+                        residual,
+                        needed,
+                        norm_stats,
                     )
                     for item, t, lane, crop, latent, weight in zip(
                         todo, times, lane_of, crops, latents, weights, strict=True
