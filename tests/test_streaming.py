@@ -3,6 +3,8 @@ they are made, memory does not follow the stream's length, and the MP4 carries t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,21 @@ def test_stream_command_writes_an_mp4_from_a_file(setup, tmp_path):
     argv = ["stream", "--source", str(setup / "face.mp4"), "--audio", str(setup / "speech.wav"), "-o", str(out)]
     assert main([*argv, "--checkpoint", str(setup / "model"), "--steps", "2", "--no-progress"]) == 0
     assert probe_video(out).num_frames == 32
+
+
+def test_stream_command_defaults_to_the_shipped_one_step_student(setup, tmp_path, monkeypatch):
+    from difftalk.cli import main
+    from difftalk.demo import DEMO_STUDENT
+    from difftalk.pipeline import DiffTalkPipeline
+
+    opened = []
+    original = DiffTalkPipeline.from_pretrained.__func__
+
+    def spy(cls, directory, *args, **kwargs):
+        opened.append(Path(directory))
+        return original(cls, setup / "model", *args, **kwargs)  # the tiny model stands in for the speed
+
+    monkeypatch.setattr(DiffTalkPipeline, "from_pretrained", classmethod(spy))
+    argv = ["stream", "--source", str(setup / "face.mp4"), "--audio", str(setup / "speech.wav")]
+    assert main([*argv, "-o", str(tmp_path / "live.mp4"), "--steps", "2", "--no-progress"]) == 0
+    assert opened == [DEMO_STUDENT]
