@@ -63,7 +63,7 @@ COLOUR_SIGMA = 0.1
 
 WINDOW_MARGIN = 3
 """Latent cells decoded around the pasted window and discarded (``GenerateOptions.decode_window``): with 3 the
-window's pixels were 53 dB from a full decode of the same latents on held-out crops (1 cell: 47 dB, 0: 36 dB)."""
+window's pixels were 53 dB from a full decode on 4 dataset crops with perturbed mouths (1 cell: 47 dB, 0: 36 dB)."""
 
 SOURCE_CACHE_BUDGET_MB = 256.0
 """Memory the prepared source crops may take (per pipeline, on its device). Per frame: the two latents and
