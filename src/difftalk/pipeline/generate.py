@@ -18,7 +18,6 @@ full frame; frames without a face pass through untouched. Frames are streamed in
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,20 +140,16 @@ def mask_box(weight: np.ndarray) -> PixelBox | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def pixel_window(boxes: list[PixelBox], crop_size: int, latent_size: int) -> Window | None:
-    """The latent cells ``(row0, row1, col0, col1)`` (end-exclusive) that cover every pixel box of a
-    ``crop_size`` crop whose latent map is ``latent_size`` a side; None for no boxes."""
-    if not boxes:
-        return None
+def pixel_window(box: PixelBox, crop_size: int, latent_size: int) -> Window:
+    """The latent cells ``(row0, row1, col0, col1)`` (end-exclusive) that cover the pixel ``box`` of a
+    ``crop_size`` crop whose latent map is ``latent_size`` a side."""
     factor = crop_size / latent_size
-    top, bottom = min(b[0] for b in boxes), max(b[1] for b in boxes)
-    left, right = min(b[2] for b in boxes), max(b[3] for b in boxes)
-    clip = functools.partial(min, latent_size)
+    top, bottom, left, right = box
     return (
         int(top // factor),
-        clip(int(np.ceil(bottom / factor))),
+        min(latent_size, int(np.ceil(bottom / factor))),
         int(left // factor),
-        clip(int(np.ceil(right / factor))),
+        min(latent_size, int(np.ceil(right / factor))),
     )
 
 
@@ -315,7 +310,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         options: GenerateOptions,
         generator: torch.Generator,
         reference_residual: torch.Tensor | None = None,
-        needed: list[PixelBox | None] | None = None,
+        needed: PixelBox | None = None,
         norm_stats: torch.Tensor | None = None,
     ) -> tuple[list[np.ndarray], torch.Tensor]:
         """Masked-z_T sampling (``options.sampler``) for a batch of frames.
@@ -333,7 +328,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         generator seeded anew per batch); else all draws come from ``generator``, new for every frame.
         ``reference_residual``: ``(1, 3, S, S)`` the fixed reference crop minus its reconstruction, for the
         colour correction (``pipeline.colour``).
-        ``needed``: per item, the pixel box of its crop the output uses (where its and its blended neighbours'
+        ``needed``: the pixel box of the crops the output uses (where the items' and their blended neighbours'
         paste weights are > 0); with ``norm_stats`` (``(1, K, 2)``, the decoder's normalisation statistics of
         the fixed reference frame's decode) only the latent window around them (and the mouth mask, when the
         composite passes it on) is decoded, and the returned crops are the input crops outside it.
@@ -387,8 +382,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         composite = options.progressive_reference and options.reference_update == "composite"
         window: Window | None = None
         if needed is not None and norm_stats is not None:
-            boxes = needed + ([mask_box(item.mask) for item in items] if composite else [])
-            window = pixel_window([box for box in boxes if box is not None], size, latents.shape[-1])
+            box = union_box([needed, *(mask_box(item.mask) for item in items if composite)])
+            window = None if box is None else pixel_window(box, size, latents.shape[-1])
         if window is not None and norm_stats is not None:
             factor = size // latents.shape[-1]
             rows = slice(window[0] * factor, window[1] * factor)
@@ -442,18 +437,21 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         previous: list[torch.Tensor | None] = [None] * lanes
         smoother = TemporalBlend(options.temporal_smoothing)
         supports: dict[int, PixelBox | None] = {}  # by source frame: where its paste weight is > 0
+        ahead: dict[int, np.ndarray] = {}  # paste weights made for a neighbour's window, not yet used
 
         def weight_of(source: int) -> np.ndarray:
-            points = frame_to_crop(track.landmarks[source], track.boxes[source], size)
-            weight = paste_weight(points, size, options.feather)
-            supports[source] = mask_box(weight)
+            weight = ahead.pop(source, None)
+            if weight is None:
+                points = frame_to_crop(track.landmarks[source], track.boxes[source], size)
+                weight = paste_weight(points, size, options.feather)
+                supports[source] = mask_box(weight)
             return weight
 
         def box_at(t: int) -> PixelBox | None:
             if t < 0 or not driving.has_frame(t) or not track.found[source := driving.source(t)]:
                 return None
             if source not in supports:
-                weight_of(source)
+                ahead[source] = weight_of(source)
             return supports[source]
 
         base = 0
@@ -484,9 +482,10 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                 if todo:
                     windows = driving.windows(np.array(times), context)
                     weights = [weight_of(source) for source in sources]
-                    # a frame's crop is blended into its neighbours' mouths too: it must be right on their support
-                    reach = (-1, 0, 1) if options.temporal_smoothing > 0 else (0,)
-                    needed = [union_box([box_at(t + d) for d in reach]) for t in times]
+                    needed = None
+                    if norm_stats is not None:  # a crop is blended into its neighbours' mouths: right on theirs too
+                        reach = (-1, 0, 1) if options.temporal_smoothing > 0 else (0,)
+                        needed = union_box([box_at(t + d) for t in times for d in reach])
                     crops, latents = self._generate_batch(
                         todo,
                         sources,

@@ -385,23 +385,25 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
         batch = batch.to(fabric.device)
         clean, mask = _targets(student, batch)
         conditions = _conditions(student, batch, clean, mask)
-        ema.copy_to(target)
         with torch.no_grad():
             teacher_fn = teacher.make_denoiser(conditions, audio_guidance=guidance)
-            target_fn = target.make_denoiser(conditions)
 
         def student_fn(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
             return fabric_student.predict_noise(latents, timesteps, conditions)
 
         common = {"clean": clean, "mouth_mask": mask, "alphas_cumprod": student.alphas_cumprod}
-        with fabric.autocast():
-            if settings.method == "direct":
+        if settings.method == "direct":  # no target network: the teacher's sample is the target
+            with fabric.autocast():
                 loss = direct_loss(student_fn, teacher_fn, **common, settings=settings, generator=generator)
-            else:
-                loss = consistency_loss(
-                    student_fn, teacher_fn, target_fn, **common, settings=settings, generator=generator
-                ).loss
-        return StepOutput(loss, after=lambda: ema.update(trainable))
+            return StepOutput(loss)
+        ema.copy_to(target)
+        with torch.no_grad():
+            target_fn = target.make_denoiser(conditions)
+        with fabric.autocast():
+            output = consistency_loss(
+                student_fn, teacher_fn, target_fn, **common, settings=settings, generator=generator
+            )
+        return StepOutput(output.loss, after=lambda: ema.update(trainable))
 
     def samples(step: int) -> None:
         if sample_batch is not None:
