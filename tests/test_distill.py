@@ -315,3 +315,27 @@ def test_ship_model_writes_fp16_and_records_audio_guidance_only_for_a_model_with
     )
     assert refused.returncode != 0 and b"train.audio_dropout" in refused.stderr
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.slow
+def test_a_student_with_a_unet_window_starts_from_the_teachers_weights_and_records_its_window(
+    prepared_dataset, teacher, tmp_path
+):
+    overrides = {
+        "distill.steps": 1,
+        "distill.method": "direct",
+        "distill.teacher_steps": 2,
+        "distill.learning_rate": 1e-9,
+    }
+    config = _config(prepared_dataset, tmp_path / "run", teacher, **overrides, **{"distill.student_unet_window": 1})
+    result = train_distill(config, progress=False)
+    student = DiffTalkModel.from_pretrained(result.model_dir)
+    assert student.config.unet_window == 1
+    assert student.config == replace(DiffTalkModel.from_pretrained(teacher).config, {"unet_window": 1})
+    start = DiffTalkModel.from_pretrained(teacher).unet.conv_in.weight
+    assert (student.unet.conv_in.weight - start).abs().max() < 1e-5  # one step at lr 1e-9 from the teacher's weights
+    # a windowed student of this teacher is a valid init for another run (the window may differ)
+    again = _config(
+        prepared_dataset, tmp_path / "run2", teacher, **{**overrides, "distill.init": str(result.model_dir)}
+    )
+    assert DiffTalkModel.from_pretrained(train_distill(again, progress=False).model_dir).config.unet_window is None

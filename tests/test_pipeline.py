@@ -647,3 +647,22 @@ def test_decoding_only_the_pasted_window_changes_the_frames_only_there_and_littl
     assert difference.max() > 0  # the window decode is not the full one …
     mouth = difference > 0
     assert difference[mouth].mean() < 0.1 * changed[mouth].mean()  # … but close, where it differs at all
+
+
+def test_a_model_with_a_unet_window_runs_its_unet_on_the_mouth_window_only(media, tmp_path):
+    from difftalk.pipeline.base import prepare_driving_audio
+
+    torch.manual_seed(0)
+    model = replace(load_config("tiny").model, {"unet.zero_init": False, "unet_window": 1})
+    DiffTalkModel(model).save_pretrained(tmp_path / "model", feature_backend="mel", sampler_steps=3)
+    pipe = DiffTalkPipeline.from_pretrained(tmp_path / "model")
+    seen: list[tuple[int, ...]] = []
+    pipe.model.unet.register_forward_pre_hook(lambda _module, args: seen.append(tuple(args[0].shape[-2:])))
+    options = GenerateOptions(progressive_reference=False, noise="shared", **FAST)
+    pipe.set_source(media / "face.mp4", options)
+    speech = np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    driving = prepare_driving_audio(speech, pipe.track(), pipe.feature_backend, options)
+    frames = [frame for frame, _ in pipe.iter_frames(driving, options)]
+    assert len(frames) == 12 and seen  # 0.5 s at 25 frames/s
+    latent = model.autoencoder.latent_size
+    assert all(h <= latent and w <= latent and h * w < latent * latent for h, w in seen), seen

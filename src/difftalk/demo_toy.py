@@ -125,7 +125,7 @@ def run_demo(
     with torch.no_grad():
         known = model.encode_frames(frames)
         latents = sample_ddim(
-            model.make_denoiser(conditions),
+            model.make_denoiser(conditions, mouth_mask=mouth_mask),
             randn(tuple(known.shape), generator, "cpu"),
             alphas_cumprod=model.alphas_cumprod,
             num_steps=config.sampler.num_steps,

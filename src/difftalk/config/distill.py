@@ -35,6 +35,9 @@ class DistillConfig(FabricConfig):
     init: str = ""
     """Initial weights of the student: a checkpoint folder with the teacher's model config (e.g. an ``lcm``
     student of the same teacher, to make a one-step ``direct`` student from); empty = the teacher's."""
+    student_unet_window: int | None = None
+    """The student's ``model.unet_window`` (its UNet runs on the mouth window grown by this many latent cells:
+    a faster student of the same weights' shapes); None = the teacher's."""
     teacher_audio_guidance: float | None = None
     """Audio guidance of the teacher's ODE the student learns (its CFG on the audio baked into the student,
     which then needs one UNet pass per step instead of two); None = the teacher checkpoint's recorded value
@@ -90,6 +93,11 @@ class DistillConfig(FabricConfig):
             1,
         )
         require_at_least(self, ("checkpoint_every",), 1)
+        require(
+            self.student_unet_window is None or self.student_unet_window >= 0,
+            "student_unet_window",
+            f"must be >= 0 latent cells or null (the teacher's), got {self.student_unet_window}",
+        )
         require_at_least(self, ("warmup_steps", "mask_loss_dilate", "sample_every", "weight_decay", "grad_clip"), 0)
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(

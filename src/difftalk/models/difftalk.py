@@ -26,6 +26,7 @@ from difftalk.models.audio_encoder import AudioEncoder
 from difftalk.models.autoencoder import Autoencoder
 from difftalk.models.landmark_encoder import LandmarkEncoder
 from difftalk.models.unet import build_unet
+from difftalk.models.unet_window import Prediction, known_prediction, mouth_window
 from difftalk.models.window_decode import Window, decode_recording_norms, decode_window
 
 
@@ -222,18 +223,44 @@ class DiffTalkModel(nn.Module):
             )
         return torch.cat([latents, masked, reference], dim=1)
 
+    def unet_window(self, mouth_mask: torch.Tensor | None) -> Window | None:
+        """The latent window the UNet runs on for a batch with latent ``mouth_mask`` ``(B, 1, h, w)``
+        (``config.unet_window``, ``models.unet_window``); None = the whole map (no window configured or no mask)."""
+        margin = self.config.unet_window
+        if margin is None or mouth_mask is None:
+            return None
+        return mouth_window(mouth_mask, margin, 2 ** (len(self.config.unet.block_out_channels) - 1))
+
     def predict_noise(
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
         conditions: DiffTalkConditions,
         context: torch.Tensor | None = None,
+        mouth_mask: torch.Tensor | None = None,
+        prediction: Prediction = "epsilon",
     ) -> torch.Tensor:
-        """ε̂(z_t, t, conditions): ``(B, C, h, w)``; pass a precomputed ``context`` to skip its encoding."""
+        """ε̂(z_t, t, conditions): ``(B, C, h, w)``; pass a precomputed ``context`` to skip its encoding.
+
+        With ``config.unet_window`` and the latent ``mouth_mask`` ``(B, 1, h, w)`` the UNet runs on the mouth
+        window only (:meth:`unet_window`) and the rest of the output is what ``conditions.masked_latents``
+        imply for a network that predicts ``prediction`` (``models.unet_window.known_prediction``).
+        """
         if context is None:
             context = self.encode_context(conditions.audio_features, conditions.landmarks)
         sample = self.unet_input(latents, conditions)
-        return self.unet(sample, timesteps, encoder_hidden_states=context.to(sample.dtype)).sample
+        window = self.unet_window(mouth_mask)
+        if window is None:
+            return self.unet(sample, timesteps, encoder_hidden_states=context.to(sample.dtype)).sample
+        row0, row1, col0, col1 = window
+        steps = timesteps.expand(latents.shape[0]) if timesteps.dim() == 0 else timesteps
+        inside = self.unet(
+            sample[:, :, row0:row1, col0:col1], steps, encoder_hidden_states=context.to(sample.dtype)
+        ).sample
+        output = known_prediction(latents, steps, conditions.masked_latents, self.alphas_cumprod, prediction)
+        output = output.to(inside.dtype).clone()
+        output[:, :, row0:row1, col0:col1] = inside
+        return output
 
     def masked_target_latents(
         self, target_latents: torch.Tensor, latent_mouth_mask: torch.Tensor, masked_frames: torch.Tensor | None = None
@@ -251,8 +278,17 @@ class DiffTalkModel(nn.Module):
             raise ValueError("model.masked_target='pixel' encodes the masked frame: pass masked_frames")
         return self.encode_frames(masked_frames)
 
-    def make_denoiser(self, conditions: DiffTalkConditions, audio_guidance: float = 1.0) -> DenoiseFn:
+    def make_denoiser(
+        self,
+        conditions: DiffTalkConditions,
+        audio_guidance: float = 1.0,
+        mouth_mask: torch.Tensor | None = None,
+        prediction: Prediction = "epsilon",
+    ) -> DenoiseFn:
         """The closure ``denoise(latents, timesteps) -> ε̂`` with the context encoded once.
+
+        ``mouth_mask`` ``(B, 1, h, w)`` and ``prediction``: see :meth:`predict_noise` (a model with
+        ``config.unet_window`` runs on the mouth window only when it is given).
 
         ``audio_guidance`` s ≠ 1: classifier-free guidance on the audio, ε̂ = ε̂_∅ + s (ε̂_a − ε̂_∅), where ε̂_∅
         sees the null audio (see :meth:`encode_context`) and everything else unchanged; both run as one
@@ -262,7 +298,7 @@ class DiffTalkModel(nn.Module):
         if audio_guidance == 1.0:
 
             def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-                return self.predict_noise(latents, timesteps, conditions, context=context)
+                return self.predict_noise(latents, timesteps, conditions, context, mouth_mask, prediction)
 
             return denoise
 
@@ -279,10 +315,13 @@ class DiffTalkModel(nn.Module):
             reference_latents=torch.cat([conditions.reference_latents] * 2),
             masked_latents=torch.cat([conditions.masked_latents] * 2),
         )
+        both_mask = None if mouth_mask is None else torch.cat([mouth_mask.expand(batch, -1, -1, -1)] * 2)
 
         def guided(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
             steps = timesteps.expand(latents.shape[0]) if timesteps.dim() == 0 else timesteps
-            noise = self.predict_noise(torch.cat([latents] * 2), torch.cat([steps] * 2), both, context=both_context)
+            noise = self.predict_noise(
+                torch.cat([latents] * 2), torch.cat([steps] * 2), both, both_context, both_mask, prediction
+            )
             with_audio, without = noise.chunk(2)
             return without + audio_guidance * (with_audio - without)
 
@@ -310,8 +349,9 @@ class DiffTalkModel(nn.Module):
                 latents go through :meth:`scale_latents` first).
             generator: source of t ~ U{0..T-1} and of ε.
             timesteps: optional fixed ``(B,)`` t instead of sampling them.
-            latent_mouth_mask: ``(B, 1, h, w)`` 1 = mouth region; needed for a mask weighting and for the
-                inside/outside losses in the output.
+            latent_mouth_mask: ``(B, 1, h, w)`` 1 = mouth region; needed for a mask weighting, for the
+                inside/outside losses in the output and by a model with ``config.unet_window`` (whose UNet
+                then runs on the mouth window; outside it the predicted noise is exact).
             weighting: see :class:`LossWeighting`; None = the paper's uniform ε-MSE.
             predict_clean: also return x̂₀ (for a loss on the predicted clean latents, e.g. the sync loss).
             audio_dropout: probability that a sample sees the null audio (drawn with ``generator``; 0 = never).
@@ -334,7 +374,9 @@ class DiffTalkModel(nn.Module):
             gen_device = generator.device if generator is not None else clean.device
             drop = torch.rand(batch, generator=generator, device=gen_device) < audio_dropout
             context = self.encode_context(conditions.audio_features, conditions.landmarks, drop_audio=drop)
-        noise_pred = self.predict_noise(noisy, timesteps, conditions, context=context)
+        if self.config.unet_window is not None and latent_mouth_mask is None:
+            raise ValueError("model.unet_window: the UNet runs on the mouth window, so pass latent_mouth_mask")
+        noise_pred = self.predict_noise(noisy, timesteps, conditions, context, latent_mouth_mask)
         error = (noise_pred.float() - noise.float()).square()  # (B, C, h, w)
         weighting = weighting or LossWeighting()
         spatial = torch.ones_like(error[:, :1])

@@ -369,7 +369,12 @@ class DiffTalkPipeline(TalkingHeadPipeline):
             generator = torch.Generator().manual_seed(options.seed)
         noise = randn((1, *known.shape[1:]) if shared else tuple(known.shape), generator, device, dtype)
         latents = sample_masked(
-            model.make_denoiser(conditions, audio_guidance=self.audio_guidance_of(options)),
+            model.make_denoiser(
+                conditions,
+                audio_guidance=self.audio_guidance_of(options),
+                mouth_mask=mouth,
+                prediction=self.sampler_settings.get("prediction_type", "epsilon"),
+            ),
             noise.expand_as(known),
             scheduler=self.make_scheduler(options),
             num_steps=steps,

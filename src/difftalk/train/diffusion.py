@@ -229,7 +229,7 @@ def sample_grid(model: DiffTalkModel, batch: TalkingHeadBatch, num_steps: int, s
     conditions = _conditions(model, batch, known, mask)
     generator = torch.Generator().manual_seed(seed)
     latents = sample_ddim(
-        model.make_denoiser(conditions),
+        model.make_denoiser(conditions, mouth_mask=mask),
         randn(tuple(known.shape), generator, known.device, known.dtype),
         alphas_cumprod=model.alphas_cumprod,
         num_steps=num_steps,

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from difftalk.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
-from difftalk.config import DiffTalkConfig, DistillConfig
+from difftalk.config import DiffTalkConfig, DistillConfig, ModelConfig
 from difftalk.data.batch import TalkingHeadBatch
 from difftalk.data.transforms import to_uint8
 from difftalk.diffusion.ddim import DenoiseFn, randn
@@ -302,18 +302,32 @@ def _copy_of(model: DiffTalkModel) -> DiffTalkModel:
     return copy
 
 
-def _initial_student(teacher: DiffTalkModel, source: str, feature_backend: str) -> tuple[DiffTalkModel, str | None]:
-    """The student's initial weights: a copy of the teacher, or ``source`` (its config must be the teacher's),
-    and the SHA-256 of ``source``'s weights (None for the teacher)."""
-    if not source:
-        return _copy_of(teacher), None
-    model, sha256 = open_checkpoint_model(source, feature_backend, "distill.init")
-    if model.config != teacher.config:
-        raise ValueError(
-            f"distill.init {source} has another model config than the teacher; the student must have the "
-            "teacher's architecture: pass a student of this teacher (or leave distill.init empty)"
-        )
-    return model, sha256
+def _student_config(teacher: DiffTalkModel, settings: DistillConfig) -> ModelConfig:
+    """The student's model config: the teacher's, with ``student_unet_window`` when set."""
+    if settings.student_unet_window is None:
+        return teacher.config
+    return replace(teacher.config, unet_window=settings.student_unet_window)
+
+
+def _initial_student(
+    teacher: DiffTalkModel, settings: DistillConfig, feature_backend: str
+) -> tuple[DiffTalkModel, str | None]:
+    """The student's initial weights: the teacher's, or ``settings.init``'s (its architecture must be the
+    teacher's; the UNet window may differ), in a model of :func:`_student_config`; and the SHA-256 of
+    ``init``'s weights (None for the teacher)."""
+    config = _student_config(teacher, settings)
+    if not settings.init:
+        source_model, sha256 = teacher, None
+    else:
+        source_model, sha256 = open_checkpoint_model(settings.init, feature_backend, "distill.init")
+        if replace(source_model.config, unet_window=None) != replace(teacher.config, unet_window=None):
+            raise ValueError(
+                f"distill.init {settings.init} has another model config than the teacher; the student must have "
+                "the teacher's architecture: pass a student of this teacher (or leave distill.init empty)"
+            )
+    student = DiffTalkModel(config)
+    student.load_state_dict(source_model.state_dict(), strict=True)
+    return student, sha256
 
 
 def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = True) -> DistillResult:
@@ -329,9 +343,9 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
     settings = config.distill
     fabric, run = open_run(settings)
     rank, world = fabric.global_rank, fabric.world_size
-    student, init_sha256 = _initial_student(teacher, settings.init, config.data.feature_backend)
+    student, init_sha256 = _initial_student(teacher, settings, config.data.feature_backend)
     student.train()  # a new model: all trainable but the frozen autoencoder
-    target = _copy_of(teacher).requires_grad_(False).eval()
+    target = _copy_of(student).requires_grad_(False).eval()  # (its weights: the EMA, copied in every step)
     teacher.to(fabric.device)
     target.to(fabric.device)
     torch.manual_seed(settings.seed + rank)
@@ -381,15 +395,17 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
     )
     sample_batch = _fixed_batch(config, SAMPLE_GRID_SIZE) if fabric.is_global_zero and settings.sample_every else None
 
+    prediction = "sample" if settings.method == "direct" else "epsilon"  # what the student's network predicts
+
     def step_fn(batch: TalkingHeadBatch, index: int) -> StepOutput:
         batch = batch.to(fabric.device)
         clean, mask = _targets(student, batch)
         conditions = _conditions(student, batch, clean, mask)
         with torch.no_grad():
-            teacher_fn = teacher.make_denoiser(conditions, audio_guidance=guidance)
+            teacher_fn = teacher.make_denoiser(conditions, audio_guidance=guidance, mouth_mask=mask)
 
         def student_fn(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-            return fabric_student.predict_noise(latents, timesteps, conditions)
+            return fabric_student.predict_noise(latents, timesteps, conditions, None, mask, prediction)
 
         common = {"clean": clean, "mouth_mask": mask, "alphas_cumprod": student.alphas_cumprod}
         if settings.method == "direct":  # no target network: the teacher's sample is the target
@@ -398,7 +414,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
             return StepOutput(loss)
         ema.copy_to(target)
         with torch.no_grad():
-            target_fn = target.make_denoiser(conditions)
+            target_fn = target.make_denoiser(conditions, mouth_mask=mask)
         with fabric.autocast():
             output = consistency_loss(
                 student_fn, teacher_fn, target_fn, **common, settings=settings, generator=generator
@@ -452,7 +468,8 @@ def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: Distill
     was_training = model.training
     model.eval()
     known, mask = _targets(model, batch)
-    denoise = model.make_denoiser(_conditions(model, batch, known, mask))
+    prediction = student_sampler_settings(settings).get("prediction_type", "epsilon")
+    denoise = model.make_denoiser(_conditions(model, batch, known, mask), mouth_mask=mask, prediction=prediction)
     assert batch.target_frames is not None and batch.masked_frames is not None
     assert batch.reference_frames is not None
     rows = [list(to_uint8(frames)) for frames in (batch.target_frames, batch.masked_frames, batch.reference_frames)]
