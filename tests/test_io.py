@@ -73,6 +73,27 @@ def test_frame_reader_random_access_matches_streaming(tmp_path):
         reader[len(frames) + 3]
 
 
+def test_frame_reader_serves_interleaved_forward_readers_without_decoding_again(tmp_path):
+    """The pipeline's pattern: lanes read their stretches in step while the paste-back reads in order."""
+    _counter_video(tmp_path / "v.mp4", fps=25, frames=100)
+    frames = read_frames(tmp_path / "v.mp4", fps=25)
+    reader = FrameReader(tmp_path / "v.mp4", fps=25, block=8, streams=5)
+    starts = [0, 25, 50, 75]  # four lanes of 25 frames
+    for j in range(25):
+        for start in starts:
+            assert np.array_equal(reader[start + j], frames[start + j])
+        assert np.array_equal(reader[j], frames[j])  # the paste-back, behind
+    # each lane's stretch and the paste-back's 25 frames decoded once, plus the lead-in of the three seeks (this
+    # file has one keyframe, at frame 0: 25 + 50 + 75 frames)
+    assert reader.decoded <= 100 + 25 + 150 + 10, reader.decoded
+    # with too few streams the same reading thrashes (cursors are evicted and reopened)
+    starved = FrameReader(tmp_path / "v.mp4", fps=25, block=8, streams=2)
+    for j in range(25):
+        for start in starts:
+            assert np.array_equal(starved[start + j], frames[start + j])
+    assert starved.decoded > 3 * reader.decoded
+
+
 def test_writer_is_atomic(tmp_path):
     path = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError), VideoWriter(path, fps=25) as writer:

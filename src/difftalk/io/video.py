@@ -390,22 +390,41 @@ class VideoWriter:
             self.abort()
 
 
+@dataclass
+class _Cursor:
+    """One open decoder of a :class:`FrameReader`, moving forward: its next frame index and its last use."""
+
+    frames: Iterator[tuple[int, np.ndarray]]
+    next: int
+    used: int
+
+
 class FrameReader:
     """Frames of a video resampled to ``fps``, by index, with bounded memory.
 
-    Sequential access streams the decoder; any other access (e.g. the backward half of a ping-pong
-    loop) seeks to a keyframe and decodes a block of ``block`` frames. At most ``2 * block`` frames are
-    held. Index k maps to the decoded frame nearest to time ``t0 + k / fps`` (t0 = the first frame's
-    time), the same rule as :func:`iter_frames`, so both give identical frames.
+    Frames come from up to ``streams`` open decoders (cursors), each moving forward: an index at most
+    ``block`` frames ahead of a cursor advances that cursor, so several interleaved forward readers (the
+    pipeline's face crops and its paste-back, each reading in order) each stream without seeking. Any other
+    index opens a new cursor at a keyframe before it (closing the least recently used one), except reading
+    backwards (the backward half of a ping-pong loop), which decodes a block of ``block`` frames ending at
+    the index. At most ``2 * block`` frames are held. Index k maps to the decoded frame nearest to time
+    ``t0 + k / fps`` (t0 = the first frame's time), the same rule as :func:`iter_frames`, so both give
+    identical frames.
     """
 
-    def __init__(self, path: str | Path, fps: float, block: int = 32) -> None:
+    def __init__(self, path: str | Path, fps: float, block: int = 32, streams: int = 4) -> None:
+        if block < 1 or streams < 1:
+            raise ValueError(f"block and streams must be >= 1, got {block}, {streams}")
         self.path = Path(path)
         self.fps = fps
         self.block = block
+        self.streams = streams
         self._cache: dict[int, np.ndarray] = {}
-        self._stream: Iterator[np.ndarray] | None = None
-        self._next = 0
+        self._cursors: list[_Cursor] = []
+        self._clock = 0
+        self._last = -2
+        self.decoded = 0
+        """Frames decoded so far, about (a frame decoded twice counts twice): what the access pattern costs."""
         info = probe_video(self.path)
         self.num_frames_hint = max(1, round(info.duration * fps))
         self._t0: float | None = None
@@ -414,20 +433,6 @@ class FrameReader:
         self._cache[index] = frame
         while len(self._cache) > 2 * self.block:
             self._cache.pop(max(self._cache, key=lambda k: abs(k - index)))
-
-    def _sequential(self, index: int) -> np.ndarray | None:
-        if self._stream is None or index < self._next:
-            self._stream = iter_frames(self.path, self.fps)
-            self._next = 0
-        frame = None
-        while self._next <= index:
-            try:
-                frame = next(self._stream)
-            except StopIteration:
-                return None
-            self._remember(self._next, frame)
-            self._next += 1
-        return frame
 
     def _first_time(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
         if self._t0 is None:
@@ -438,49 +443,99 @@ class FrameReader:
             container.seek(0, stream=stream, backward=True, any_frame=False)
         return self._t0 or 0.0
 
-    def _load_block(self, start: int, end: int) -> None:
-        """Decode frames ``start … end - 1`` after seeking to a keyframe before them."""
+    def _decode_from(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` for ``start``, ``start + 1``, … to the end of the video, after seeking to a keyframe
+        at least a second before frame ``start``."""
+        if start == 0:
+            for index, image in enumerate(iter_frames(self.path, self.fps)):
+                self.decoded += 1
+                yield index, image
+            return
         with _open(self.path) as container:
             stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             time_base = float(stream.time_base) if stream.time_base else 1.0 / self.fps
             t0 = self._first_time(container, stream)
             target = max(0.0, t0 + start / self.fps - 1.0)
             container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
-            wanted = [t0 + k / self.fps for k in range(start, end)]
+            index = start
             previous: tuple[float, np.ndarray] | None = None
-            position = 0
-            for frame in container.decode(stream):
-                stamp = float(frame.pts * time_base) if frame.pts is not None else 0.0
-                image = _upright(frame.to_ndarray(format="rgb24"), round(frame.rotation or 0))
-                if previous is not None:
-                    boundary = (previous[0] + stamp) / 2
-                    while position < len(wanted) and wanted[position] < boundary:
-                        self._remember(start + position, previous[1])
-                        position += 1
-                elif stamp > wanted[0]:
-                    while position < len(wanted) and wanted[position] < stamp:
-                        self._remember(start + position, image)
-                        position += 1
-                if position >= len(wanted):
-                    return
-                previous = (stamp, image)
-            while previous is not None and position < len(wanted):
-                self._remember(start + position, previous[1])
-                position += 1
+            try:
+                for frame in container.decode(stream):
+                    self.decoded += 1
+                    stamp = float(frame.pts * time_base) if frame.pts is not None else 0.0
+                    image = _upright(frame.to_ndarray(format="rgb24"), round(frame.rotation or 0))
+                    if previous is not None:
+                        boundary = (previous[0] + stamp) / 2
+                        while t0 + index / self.fps < boundary:
+                            yield index, previous[1]
+                            index += 1
+                    elif stamp > t0 + index / self.fps:
+                        while t0 + index / self.fps < stamp:
+                            yield index, image
+                            index += 1
+                    previous = (stamp, image)
+            except av.error.FFmpegError as exc:
+                logger.warning(
+                    "%s: decoding stopped near frame %d (%s); the file looks truncated",
+                    self.path,
+                    index,
+                    exc,
+                )
+            if previous is not None:
+                end = previous[0] + 1.0 / max(float(stream.average_rate or self.fps), 1e-6)
+                while t0 + index / self.fps < end - 1e-9:
+                    yield index, previous[1]
+                    index += 1
+
+    def _load_block(self, start: int, end: int) -> None:
+        """Decode frames ``start … end - 1`` (fewer at the end of the video) after seeking to a keyframe before them."""
+        frames = self._decode_from(start)
+        for index, image in frames:
+            self._remember(index, image)
+            if index >= end - 1:
+                break
+        frames.close()  # type: ignore[attr-defined]
+
+    def _advance(self, cursor: _Cursor, index: int) -> np.ndarray | None:
+        """Move ``cursor`` on to ``index`` and return that frame; None (the cursor closed) past the end."""
+        cursor.used = self._clock
+        frame = None
+        while cursor.next <= index:
+            step = next(cursor.frames, None)
+            if step is None:
+                self._cursors.remove(cursor)
+                return None
+            cursor.next = step[0] + 1
+            frame = step[1]
+            self._remember(step[0], frame)
+        return frame
+
+    def _open_cursor(self, start: int) -> _Cursor:
+        if len(self._cursors) >= self.streams:
+            oldest = min(self._cursors, key=lambda c: c.used)
+            self._cursors.remove(oldest)
+            oldest.frames.close()  # type: ignore[attr-defined]
+        cursor = _Cursor(self._decode_from(start), start, self._clock)
+        self._cursors.append(cursor)
+        return cursor
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Frame ``index`` (uint8 ``(H, W, 3)``); IndexError past the end of the video."""
         if index < 0:
             raise IndexError(index)
+        backwards, self._last = index == self._last - 1, index
         if index in self._cache:
             return self._cache[index]
-        streaming = self._stream is not None and self._next <= index < self._next + self.block
-        starting = self._stream is None and index < self.block
-        if streaming or starting:
-            frame = self._sequential(index)
-        else:
-            self._load_block(max(0, index - self.block + 1), index + 1)
+        self._clock += 1
+        ahead = [c for c in self._cursors if c.next <= index < c.next + self.block]
+        if ahead:
+            frame = self._advance(max(ahead, key=lambda c: c.next), index)
+        elif backwards and index >= self.block:
+            self._load_block(index - self.block + 1, index + 1)
             frame = self._cache.get(index)
+        else:
+            frame = self._advance(self._open_cursor(index if index >= self.block else 0), index)
         if frame is None:
             raise IndexError(f"{self.path} has no frame {index} at {self.fps:g} fps")
         return frame

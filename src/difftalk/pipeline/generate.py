@@ -415,7 +415,9 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         (``options.reference_update``: the real crop with the generated mouth pasted in, encoded; or the
         generated latent), so nothing outside the mouth drifts along the chain. Across
         super-chunks lane 0 continues from the frame just before it and lanes 1+ continue their own chains;
-        a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference.
+        a frame without a face (or ``progressive_reference=False``) falls back to the fixed reference. A last
+        super-chunk shorter than ``lanes × chunk`` is shared evenly between the lanes (full batches), and with
+        several lanes a super-chunk's crops are read in order first, so the source streams forwards.
 
         Frames are yielded as soon as they and every frame before them are made (with one lane: each frame
         right after its own sampling), so the first frame does not wait for a whole chunk."""
@@ -437,8 +439,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         else:
             reconstruction, norm_stats = self.model.decode_latents(fixed_latent[None]), None
         residual = reference_image - reconstruction if options.colour_fix else None
-        lanes, chunk = options.lanes, options.chunk
-        span = lanes * chunk
+        lanes = options.lanes
+        span = lanes * options.chunk
         previous: list[torch.Tensor | None] = [None] * lanes
         smoother = TemporalBlend(options.temporal_smoothing)
         supports: dict[int, PixelBox | None] = {}  # by source frame: where its paste weight is > 0
@@ -461,7 +463,16 @@ class DiffTalkPipeline(TalkingHeadPipeline):
 
         base = 0
         while driving.has_frame(base):
-            end = base + span  # (a last super-chunk may stop earlier: then no later chunk needs its last latent)
+            chunk = options.chunk
+            ahead_crops: dict[int, FaceCrop] = {}
+            if lanes > 1:
+                # a last, shorter super-chunk is shared evenly between the lanes (full batches, fewer of them)
+                chunk = min(chunk, -(-sum(driving.has_frame(t) for t in range(base, base + span)) // lanes))
+                # its crops in order: the source is read forwards, not at every lane's place in turn
+                for t in range(base, base + lanes * chunk):
+                    if driving.has_frame(t) and track.found[source := driving.source(t)]:
+                        ahead_crops[t] = crop_inputs(frames[source], track, source, size)
+            end = base + lanes * chunk  # (the last super-chunk: then no later chunk needs its last latent)
             results: dict[int, GeneratedMouth] = {}
             done: set[int] = set()
             cursor = base  # frames before it were handed on, in order, as soon as they and all before were done
@@ -478,7 +489,8 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     if not track.found[source]:
                         previous[lane] = None  # the next face starts again from the fixed reference
                         continue
-                    todo.append(crop_inputs(frames[source], track, source, size))
+                    crop = ahead_crops.pop(t, None)
+                    todo.append(crop if crop is not None else crop_inputs(frames[source], track, source, size))
                     times.append(t)
                     sources.append(source)
                     lane_of.append(lane)
@@ -517,7 +529,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
                     cursor += 1
             # lane 0 of the next super-chunk continues from this one's last frame; the others keep their chains
             previous[0] = last_latent
-            base += span
+            base = end
             driving.release(base, context)
         for ready in smoother.flush():
             yield compose_frame(frames, driving, ready)
