@@ -81,7 +81,7 @@ class DistillConfig(FabricConfig):
     checkpoint_every: int = 250
     """Steps between training-state checkpoints (also written at the end and on SIGTERM)."""
     sample_every: int = 250
-    """Steps between PNG sample grids (LCM at 1 step and at ``sampler_steps``); 0 disables."""
+    """Steps between PNG sample grids (the reconstruction, LCM at 1 step and at ``sampler_steps``); 0 disables."""
     run_dir: str = "runs/distill"
     """Run folder: resolved config, metrics.csv, samples, checkpoints (``checkpoints/model``: the student)."""
 

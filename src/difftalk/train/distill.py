@@ -463,8 +463,10 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
 
 @torch.no_grad()
 def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: DistillConfig, seed: int) -> list[list[Any]]:
-    """Rows target | masked | reference | LCM 1 step | LCM ``student_steps`` (uint8 images) for a small batch,
-    sampled by the project's masked sampler with diffusers' ``LCMScheduler``."""
+    """Rows target | masked | reference | reconstruction | LCM 1 step | LCM ``student_steps`` (uint8 images) for a
+    small batch, sampled by the project's masked sampler with diffusers' ``LCMScheduler``. The reconstruction (the
+    target's latents decoded) is what a perfect student would give: the samples are raw decodes, without the
+    pipeline's colour fix, so they share the autoencoder's colour and sharpness losses."""
     was_training = model.training
     model.eval()
     known, mask = _targets(model, batch)
@@ -473,6 +475,7 @@ def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: Distill
     assert batch.target_frames is not None and batch.masked_frames is not None
     assert batch.reference_frames is not None
     rows = [list(to_uint8(frames)) for frames in (batch.target_frames, batch.masked_frames, batch.reference_frames)]
+    rows.append(list(to_uint8(model.decode_latents(known))))
     for steps in sorted({1, settings.student_steps}):
         generator = torch.Generator().manual_seed(seed)
         scheduler = make_scheduler("lcm", model.alphas_cumprod, **student_sampler_settings(settings))
