@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPUs)")
-    parser.add_argument("--lanes", type=int, default=4, help="frames sampled as one batch (the demo uses 4)")
+    parser.add_argument("--lanes", type=int, default=8, help="frames sampled as one batch (the demo uses 8)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the driving speech")
     parser.add_argument("--quality", action="store_true", help="also score the runs on held-out identities")
     parser.add_argument("--data", help="prepared dataset for --quality (e.g. data/synth128)")

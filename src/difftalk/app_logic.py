@@ -111,8 +111,8 @@ def generate_options(request: GenerationRequest) -> GenerateOptions:
         num_steps=int(request.steps),
         sampler=SAMPLERS[request.sampler][0],
         progressive_reference=bool(request.progressive_reference),
-        # without the progressive reference the lanes are independent: batch 4 frames (as the demo does)
-        lanes=1 if request.progressive_reference else 4,
+        # without the progressive reference the lanes are independent: batch 8 frames (as the demo does)
+        lanes=1 if request.progressive_reference else 8,
         temporal_smoothing=float(request.temporal_smoothing),
         noise=request.noise,
         seed=int(request.seed),

@@ -119,7 +119,7 @@ def demo_options(steps: int | None = None, progress: bool = True) -> GenerateOpt
     # uses it; the pipeline's default stays the paper's progressive reference. One draw of DDIM noise
     # for the whole video (benchmarks/results/paper_noise.md): cross-driven LSE-C 0.25 -> 0.46, jaw r
     # 0.79 -> 0.88 and no flicker, at the cost of smaller mouth openings.
-    return GenerateOptions(num_steps=steps, lanes=4, progressive_reference=False, noise="shared", progress=progress)
+    return GenerateOptions(num_steps=steps, lanes=8, progressive_reference=False, noise="shared", progress=progress)
 
 
 def run_demo(
