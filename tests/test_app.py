@@ -18,6 +18,7 @@ from skimage import data
 
 from difftalk.app_limits import UploadError, UploadLimits, check_source, check_speech, check_upload
 from difftalk.app_logic import (
+    AUTO,
     SAMPLERS,
     AppConfig,
     GenerationRequest,
@@ -146,7 +147,9 @@ def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(
     config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out")
     cache = PipelineCache()
     stages = []
-    request = GenerationRequest(source=str(media / "face.png"), speech=str(media / "speech.wav"), steps=2)
+    request = GenerationRequest(
+        source=str(media / "face.png"), speech=str(media / "speech.wav"), sampler="DDIM", steps=2
+    )
     result = run_generation(request, config, cache, lambda fraction, desc: stages.append(desc))
     assert result.video.parent == tmp_path / "out" and result.video.suffix == ".mp4"
     info = probe_video(result.video)
@@ -167,7 +170,13 @@ def test_generate_writes_a_watermarked_mp4_and_reuses_model_and_source_analysis(
     assert pipe.source is not None and (cache.loads, cache.analyses) == (1, 1)
     with pytest.raises(ValueError, match="unknown sampler"):
         run_generation(replace(request, sampler="PLMS"), config, cache)
-    assert [generate_options(replace(request, sampler=label)).sampler for label in SAMPLERS] == list(DIFFUSION_SAMPLERS)
+    chosen = [label for label in SAMPLERS if label != AUTO]
+    assert [generate_options(replace(request, sampler=label)).sampler for label in chosen] == list(DIFFUSION_SAMPLERS)
+    # Auto (the page's default): the checkpoint's own sampler and steps, whatever the steps slider says
+    auto = generate_options(replace(request, sampler=AUTO))
+    assert auto.sampler is None and auto.num_steps is None and GenerationRequest().sampler == AUTO
+    result = run_generation(replace(request, sampler=AUTO), config, cache)
+    assert "Auto = DDIM 25 steps" in result.summary and not result.warnings
 
 
 def test_the_synthetic_identity_is_rendered_once_with_its_landmarks(tmp_path):
@@ -220,7 +229,7 @@ def test_the_page_uploads_generates_and_plays_the_video_in_headless_chromium(tin
 
     from difftalk.app import launch_app
 
-    config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out")
+    config = AppConfig(checkpoint=str(tiny_checkpoint), output_dir=tmp_path / "out", sampler="DDIM")
     app, url = launch_app(config, host="127.0.0.1", port=_free_port(), block=False)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -1,9 +1,10 @@
 """``difftalk app``: a gradio web UI to generate talking-head videos and verify watermarks.
 
 Upload a video (dubbing) or a photo (portrait) and speech, or pick the built-in synthetic identity
-and speech (:func:`difftalk.demo.render_synthetic_inputs`); choose the checkpoint (the shipped demo
-model, a folder or a Hugging Face Hub id), the sampler and its steps and the main options; follow the
-progress; play and download the watermarked MP4. A second tab checks any video for the watermark.
+and speech (:func:`difftalk.demo.render_synthetic_inputs`); choose the checkpoint (the shipped one-step demo
+student, a folder or a Hugging Face Hub id), the sampler (Auto: the checkpoint's own) and its steps and
+the main options; follow the progress; play and download the watermarked MP4. A second tab checks any
+video for the watermark.
 
 Uploads are checked against :class:`~difftalk.app_limits.UploadLimits` before anything is generated
 (and described as soon as they arrive). The work is done by :mod:`difftalk.app_logic` (plain functions
@@ -77,7 +78,7 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
     config = config or AppConfig()
     cache = cache or PipelineCache(config.max_pipelines)
     limits = config.limits
-    defaults = GenerationRequest(checkpoint=config.checkpoint, device=config.device or "auto")
+    defaults = GenerationRequest(checkpoint=config.checkpoint, device=config.device or "auto", sampler=config.sampler)
     devices = available_devices()
     devices += [] if defaults.device in devices else [defaults.device]
 
@@ -169,11 +170,15 @@ def build_app(config: AppConfig | None = None, cache: PipelineCache | None = Non
                 checkpoint = gr.Textbox(
                     value=defaults.checkpoint,
                     label="Checkpoint",
-                    placeholder="empty = the shipped demo model (synthetic faces); a folder; owner/name on the Hub",
+                    placeholder="empty = the shipped one-step demo student (synthetic faces); a folder; owner/name "
+                    "on the Hub",
                 )
                 with gr.Row():
                     sampler = gr.Dropdown(
-                        list(SAMPLERS), value=defaults.sampler, label="Sampler", info="LCM: distilled students only"
+                        list(SAMPLERS),
+                        value=defaults.sampler,
+                        label="Sampler",
+                        info="Auto: the checkpoint's own (then Steps is ignored); LCM: distilled students only",
                     )
                     steps = gr.Slider(1, 200, value=defaults.steps, step=1, label="Steps", elem_id="steps")
                     seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0)

@@ -33,13 +33,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = Path("outputs/app")
+AUTO = "Auto"
 SAMPLERS: dict[str, tuple[str, str]] = {
+    AUTO: ("", "the checkpoint's own sampler and steps: one step for the shipped student, DDIM 5 for its teacher"),
     "DDIM": ("ddim", "DDIM (η = 0): deterministic given the seed, the paper's sampler"),
     "DPM-Solver++": ("dpmpp", "DPM-Solver++ (2M): as good as DDIM at 5-10 steps, worse below 4"),
     "UniPC": ("unipc", "UniPC: as good as DDIM at 5-10 steps, worse below 4"),
     "LCM": ("lcm", "LCM: 1-4 steps, for distilled students (difftalk distill) only"),
 }
-"""Samplers the page offers: label → (:data:`difftalk.diffusion.SAMPLERS` name, description)."""
+"""Samplers the page offers: label → (:data:`difftalk.diffusion.SAMPLERS` name, description); ``Auto`` = the
+checkpoint's recorded sampler and steps (the steps slider is then ignored)."""
 SYNTHETIC_SECONDS = 4.0
 """Length of the built-in synthetic identity's clip and speech."""
 USER_ERRORS = (ValueError, FileNotFoundError, MissingExtraError)
@@ -53,7 +56,9 @@ class AppConfig:
     """How the app serves: the default checkpoint and device, the upload limits and where videos go."""
 
     checkpoint: str = ""
-    """Checkpoint folder or hub id pre-filled on the page; empty = the shipped demo model."""
+    """Checkpoint folder or hub id pre-filled on the page; empty = the shipped one-step demo student."""
+    sampler: str = AUTO
+    """Sampler pre-selected on the page (a :data:`SAMPLERS` label)."""
     device: str | None = None
     """Pre-selected device; None = ``auto`` (cuda if available, else cpu)."""
     limits: UploadLimits = field(default_factory=UploadLimits)
@@ -76,7 +81,8 @@ class GenerationRequest:
     synthetic_seed: int = 2026
     """The identity (and voice) of the synthetic speaker; 2026 = ``difftalk.demo.DEMO_SEED``, as in the demo."""
     checkpoint: str = ""
-    sampler: str = "DDIM"
+    sampler: str = AUTO
+    """A :data:`SAMPLERS` label; ``Auto``: the checkpoint's sampler and ``steps`` ignored."""
     steps: int = 5
     noise: Literal["independent", "shared"] = "shared"
     progressive_reference: bool = False
@@ -105,11 +111,12 @@ def generate_options(request: GenerationRequest) -> GenerateOptions:
 
     if request.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {request.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if int(request.steps) < 1:
+    auto = request.sampler == AUTO
+    if not auto and int(request.steps) < 1:
         raise ValueError(f"the number of {request.sampler} steps must be at least 1, got {request.steps}")
     return GenerateOptions(
-        num_steps=int(request.steps),
-        sampler=SAMPLERS[request.sampler][0],
+        num_steps=None if auto else int(request.steps),
+        sampler=SAMPLERS[request.sampler][0] or None,
         progressive_reference=bool(request.progressive_reference),
         # without the progressive reference the lanes are independent: batch 8 frames (as the demo does)
         lanes=1 if request.progressive_reference else 8,
@@ -238,6 +245,8 @@ def run_generation(
                 "recommends: expect a blurrier mouth"
             )
         pipe.check_steps(options.num_steps, options.sampler)
+        steps = options.num_steps or pipe.default_steps
+        sampler_text = request.sampler if request.sampler != AUTO else f"{AUTO} = {pipe.sampler_of(options).upper()}"
         step(0.1, "analysing the source")
         cache.prepare(checkpoint, device, dtype, source, options)
         step(0.2, "generating")
@@ -251,8 +260,9 @@ def run_generation(
     lines = [
         f"**{result.num_frames} frames ({result.duration:.1f} s) in {result.seconds:.0f} s** "
         f"({result.frames_per_second:.1f} frames/s; {result.generated_frames} with a generated mouth)",
-        f"model `{safe_text(Path(checkpoint).name or checkpoint)}` on {device}, {request.sampler} "
-        f"{options.num_steps} steps, {options.noise} noise, {fixed}, smoothing {options.temporal_smoothing:g}, "
+        f"model `{safe_text(Path(checkpoint).name or checkpoint)}` on {device}, {sampler_text} "
+        f"{steps} step{'s' if steps != 1 else ''}, {options.noise} noise, {fixed}, "
+        f"smoothing {options.temporal_smoothing:g}, "
         f"seed {options.seed}",
         *inputs,
         f"output: {safe_text(verification.summary.replace(checkpoint, Path(checkpoint).name))}",  # no server paths
@@ -279,9 +289,9 @@ def verify_upload(path: str | None, limits: UploadLimits) -> str:
 
 
 def _demo_model() -> str:
-    from difftalk.demo import DEMO_MODEL
+    from difftalk.demo import DEMO_STUDENT
 
-    return str(DEMO_MODEL)
+    return str(DEMO_STUDENT)
 
 
 def preview_frame(path: str | Path, max_side: int = 360) -> np.ndarray:

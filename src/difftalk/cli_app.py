@@ -58,7 +58,7 @@ def add_app_command(sub: Any) -> argparse.ArgumentParser:
     app.add_argument(
         "--checkpoint",
         help="checkpoint pre-filled on the page: a folder or a Hugging Face Hub id owner/name[@revision] "
-        "(default: the shipped demo model)",
+        "(default: the shipped one-step demo student; its teacher is src/difftalk/assets/demo_model)",
     )
     app.add_argument("--device", help="device pre-selected on the page: cpu, cuda, cuda:1, mps (default: auto)")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
