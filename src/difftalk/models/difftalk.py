@@ -239,17 +239,19 @@ class DiffTalkModel(nn.Module):
         context: torch.Tensor | None = None,
         mouth_mask: torch.Tensor | None = None,
         prediction: Prediction = "epsilon",
+        window: Window | None = None,
     ) -> torch.Tensor:
         """ε̂(z_t, t, conditions): ``(B, C, h, w)``; pass a precomputed ``context`` to skip its encoding.
 
         With ``config.unet_window`` and the latent ``mouth_mask`` ``(B, 1, h, w)`` the UNet runs on the mouth
         window only (:meth:`unet_window`) and the rest of the output is what ``conditions.masked_latents``
-        imply for a network that predicts ``prediction`` (``models.unet_window.known_prediction``).
+        imply for a network that predicts ``prediction`` (``models.unet_window.known_prediction``); a ``window``
+        computed once by :meth:`unet_window` for the same mask may be passed instead of recomputing it.
         """
         if context is None:
             context = self.encode_context(conditions.audio_features, conditions.landmarks)
         sample = self.unet_input(latents, conditions)
-        window = self.unet_window(mouth_mask)
+        window = window if window is not None else self.unet_window(mouth_mask)
         if window is None:
             return self.unet(sample, timesteps, encoder_hidden_states=context.to(sample.dtype)).sample
         row0, row1, col0, col1 = window
@@ -295,10 +297,11 @@ class DiffTalkModel(nn.Module):
         batch of 2B (twice the UNet work). Only meaningful for a model trained with ``train.audio_dropout``.
         """
         context = self.encode_context(conditions.audio_features, conditions.landmarks)
+        window = self.unet_window(mouth_mask)  # once: the mask is the same at every step
         if audio_guidance == 1.0:
 
             def denoise(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-                return self.predict_noise(latents, timesteps, conditions, context, mouth_mask, prediction)
+                return self.predict_noise(latents, timesteps, conditions, context, mouth_mask, prediction, window)
 
             return denoise
 
@@ -320,7 +323,7 @@ class DiffTalkModel(nn.Module):
         def guided(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
             steps = timesteps.expand(latents.shape[0]) if timesteps.dim() == 0 else timesteps
             noise = self.predict_noise(
-                torch.cat([latents] * 2), torch.cat([steps] * 2), both, both_context, both_mask, prediction
+                torch.cat([latents] * 2), torch.cat([steps] * 2), both, both_context, both_mask, prediction, window
             )
             with_audio, without = noise.chunk(2)
             return without + audio_guidance * (with_audio - without)

@@ -57,6 +57,7 @@ from difftalk.diffusion.sampling import make_scheduler, sample_masked
 from difftalk.diffusion.schedule import add_noise, predict_clean
 from difftalk.io.image import save_image_grid
 from difftalk.models.difftalk import DiffTalkModel, dilate_mask
+from difftalk.models.unet_window import Prediction
 from difftalk.train.diffusion import (
     SAMPLE_GRID_SIZE,
     _conditions,
@@ -241,6 +242,11 @@ def student_sampler_settings(settings: DistillConfig) -> dict[str, Any]:
     return {"original_inference_steps": settings.original_inference_steps, **extra}
 
 
+def student_prediction(settings: DistillConfig) -> Prediction:
+    """What the student's network predicts (:func:`student_sampler_settings`' ``prediction_type``)."""
+    return "sample" if student_sampler_settings(settings).get("prediction_type") == "sample" else "epsilon"
+
+
 # -------------------------------------------------------------------------------------------------
 # The trainer
 # -------------------------------------------------------------------------------------------------
@@ -395,7 +401,7 @@ def train_distill(config: DiffTalkConfig, resume: bool = True, progress: bool = 
     )
     sample_batch = _fixed_batch(config, SAMPLE_GRID_SIZE) if fabric.is_global_zero and settings.sample_every else None
 
-    prediction = "sample" if settings.method == "direct" else "epsilon"  # what the student's network predicts
+    prediction = student_prediction(settings)
 
     def step_fn(batch: TalkingHeadBatch, index: int) -> StepOutput:
         batch = batch.to(fabric.device)
@@ -470,8 +476,9 @@ def sample_rows(model: DiffTalkModel, batch: TalkingHeadBatch, settings: Distill
     was_training = model.training
     model.eval()
     known, mask = _targets(model, batch)
-    prediction = student_sampler_settings(settings).get("prediction_type", "epsilon")
-    denoise = model.make_denoiser(_conditions(model, batch, known, mask), mouth_mask=mask, prediction=prediction)
+    denoise = model.make_denoiser(
+        _conditions(model, batch, known, mask), mouth_mask=mask, prediction=student_prediction(settings)
+    )
     assert batch.target_frames is not None and batch.masked_frames is not None
     assert batch.reference_frames is not None
     rows = [list(to_uint8(frames)) for frames in (batch.target_frames, batch.masked_frames, batch.reference_frames)]
